@@ -1,0 +1,44 @@
+"""User-facing errors.
+
+Everything a user can get wrong (a malformed corpus, a vector file of the wrong shape, a
+checkpoint that is not ours) raises a subclass of :class:`SeqtagError`. The CLI prints such an
+error as one line and exits non-zero, so the message itself must say what to fix.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class SeqtagError(Exception):
+    """Base class of errors caused by user input rather than by a bug in seqtag."""
+
+
+class CorpusFormatError(SeqtagError, ValueError):
+    """A corpus file does not follow its format; names the file and the 1-based line."""
+
+    def __init__(self, path: str | PathLike[str], line: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class VectorFormatError(SeqtagError, ValueError):
+    """A pretrained vector file cannot be read, or does not fit the model."""
+
+    def __init__(self, path: str | PathLike[str], message: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class TagSchemeError(SeqtagError, ValueError):
+    """A tag does not fit the chosen tagging scheme (for example ``X-PER`` or ``B-``)."""
+
+
+class CheckpointError(SeqtagError, ValueError):
+    """A file is not a seqtag checkpoint, or lacks what prediction needs."""
