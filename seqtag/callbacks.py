@@ -1,0 +1,92 @@
+"""Callbacks: writing predictions in input order, also when several processes predict."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import lightning.pytorch as pl
+import torch.distributed as dist
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def write_conll(
+    stream: TextIO,
+    tokens: Sequence[str],
+    tags: Sequence[str],
+    confidences: Sequence[float] | None = None,
+) -> None:
+    """One ``token<TAB>tag[<TAB>confidence]`` line per token and a blank line after."""
+    if confidences is None:
+        stream.writelines(f"{token}\t{tag}\n" for token, tag in zip(tokens, tags, strict=True))
+    else:
+        stream.writelines(
+            f"{token}\t{tag}\t{conf:.4f}\n"
+            for token, tag, conf in zip(tokens, tags, confidences, strict=True)
+        )
+    stream.write("\n")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``seqtag predict`` output as CoNLL columns, sentences in input order.
+
+    Every process keeps its own sentences; at the end they are gathered on rank 0, sorted by
+    their position in the input and written once, so no sentence is lost or repeated.
+
+    Args:
+        output: file to write; standard output when unset.
+        confidences: add a third column with the probability (softmax) or posterior marginal
+            (CRF) of each predicted tag.
+    """
+
+    def __init__(self, output: str | None = None, confidences: bool = False) -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.confidences = confidences
+        self._results: list[dict[str, Any]] = []
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._results = []
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self._results.extend(prediction)
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results = self._results
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, results)
+            results = [item for part in gathered for item in part]
+        self._results = []
+        if not trainer.is_global_zero:
+            return
+        sentences = trainer.datamodule.sentences("predict")
+        results.sort(key=lambda item: item["index"])
+        if [r["index"] for r in results] != list(range(len(sentences))):
+            raise RuntimeError(
+                f"predicted {len(results)} sentences for {len(sentences)} input sentences"
+            )
+        stream = open(self.output, "w", encoding="utf-8") if self.output else sys.stdout
+        try:
+            for sentence, result in zip(sentences, results, strict=True):
+                write_conll(
+                    stream,
+                    sentence.tokens,
+                    result["tags"],
+                    result["confidences"] if self.confidences else None,
+                )
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
+            else:
+                stream.flush()

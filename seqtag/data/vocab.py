@@ -1,0 +1,196 @@
+"""Frozen, deterministic string <-> id maps, saved as plain data inside checkpoints.
+
+Ids must not depend on hash seeds or set order: a vocabulary rebuilt from the same corpus gives
+the same ids, and a checkpoint restores exactly the ids the model was trained with.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PAD = "<pad>"
+UNK = "<unk>"
+
+_DIGITS = str.maketrans("0123456789", "0000000000")
+
+
+def normalize_digits(word: str) -> str:
+    """Map every ASCII digit to ``0`` so that unseen numbers share the ids of seen ones."""
+    return word.translate(_DIGITS)
+
+
+class Vocabulary:
+    """An immutable list of strings with an index; optional padding and unknown entries first.
+
+    Args:
+        items: the entries after the special ones, in the order their ids should follow.
+        pad: the padding entry (id 0), or ``None`` for a vocabulary without padding (tags).
+        unk: the unknown entry, or ``None`` when every lookup must succeed.
+        fallback: look words up exact, then lowercased, then with digits normalised, before
+            giving up with ``unk``; this is how word forms never seen in training still find
+            the row of a seen spelling.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[str],
+        *,
+        pad: str | None = PAD,
+        unk: str | None = UNK,
+        fallback: bool = False,
+    ) -> None:
+        specials = [s for s in (pad, unk) if s is not None]
+        entries = specials + [item for item in items if item not in specials]
+        self._items: tuple[str, ...] = tuple(entries)
+        self._index: dict[str, int] = {item: i for i, item in enumerate(self._items)}
+        if len(self._index) != len(self._items):
+            duplicates = sorted(item for item, n in Counter(self._items).items() if n > 1)
+            raise ValueError(f"vocabulary entries must be unique, repeated: {duplicates[:5]}")
+        self.pad = pad
+        self.unk = unk
+        self.fallback = fallback
+        self.pad_id = self._index[pad] if pad is not None else None
+        self.unk_id = self._index[unk] if unk is not None else None
+        self.num_specials = len(specials)
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Mapping[str, int],
+        *,
+        min_freq: int = 1,
+        extra: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> Vocabulary:
+        """Keep items seen at least ``min_freq`` times plus ``extra``; ids follow sorted order."""
+        kept = {item for item, n in counts.items() if n >= min_freq}
+        kept.update(extra)
+        return cls(sorted(kept), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._index
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} entries, pad={self.pad!r}, unk={self.unk!r})"
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        return self._items
+
+    def lookup(self, item: str) -> int | None:
+        """Return the id of ``item`` (with fallbacks when enabled), or ``None`` if absent."""
+        found = self._index.get(item)
+        if found is not None or not self.fallback:
+            return found
+        lower = item.lower()
+        found = self._index.get(lower)
+        if found is None:
+            found = self._index.get(normalize_digits(item))
+        if found is None:
+            found = self._index.get(normalize_digits(lower))
+        return found
+
+    def index(self, item: str) -> int:
+        """Id of ``item``; the unknown id when absent, a ``KeyError`` if there is no unknown."""
+        found = self.lookup(item)
+        if found is not None:
+            return found
+        if self.unk_id is None:
+            raise KeyError(item)
+        return self.unk_id
+
+    def encode(self, items: Iterable[str]) -> list[int]:
+        return [self.index(item) for item in items]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self._items[i] for i in ids]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, strings, bools) so that checkpoints load with ``weights_only``."""
+        return {
+            "items": list(self._items[self.num_specials :]),
+            "pad": self.pad,
+            "unk": self.unk,
+            "fallback": self.fallback,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Vocabulary:
+        return cls(data["items"], pad=data["pad"], unk=data["unk"], fallback=data["fallback"])
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """Everything that maps between strings and model ids, stored in every checkpoint.
+
+    Attributes:
+        words: word forms, with padding, unknown and the exact/lower/digit fallback.
+        tags: the training tag set, in the scheme the model is trained in (no specials).
+        chars: characters for character features, or ``None`` when the model has none.
+        lowercase: words are lowercased before lookup.
+        tag_scheme: scheme the model predicts in (``None`` for POS-style tags).
+        corpus_scheme: scheme of the corpus files; predictions are converted back to it.
+        max_word_length: characters kept per word for character features.
+    """
+
+    words: Vocabulary
+    tags: Vocabulary
+    chars: Vocabulary | None = None
+    lowercase: bool = False
+    tag_scheme: str | None = None
+    corpus_scheme: str | None = None
+    max_word_length: int = 30
+
+    def encode_words(self, tokens: Sequence[str]) -> list[int]:
+        if self.lowercase:
+            return [self.words.index(token.lower()) for token in tokens]
+        return [self.words.index(token) for token in tokens]
+
+    def encode_chars(self, tokens: Sequence[str]) -> list[list[int]]:
+        """Character ids per token; long words keep their first and last characters."""
+        if self.chars is None:
+            raise ValueError("this model has no character vocabulary")
+        max_word_length = self.max_word_length
+        encoded = []
+        for token in tokens:
+            if len(token) > max_word_length:
+                half = max_word_length // 2
+                token = token[:half] + token[len(token) - (max_word_length - half) :]
+            encoded.append(self.chars.encode(token))
+        return encoded
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "words": self.words.to_dict(),
+            "tags": self.tags.to_dict(),
+            "chars": self.chars.to_dict() if self.chars is not None else None,
+            "lowercase": self.lowercase,
+            "tag_scheme": self.tag_scheme,
+            "corpus_scheme": self.corpus_scheme,
+            "max_word_length": self.max_word_length,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Vocabularies:
+        chars = data.get("chars")
+        return cls(
+            words=Vocabulary.from_dict(data["words"]),
+            tags=Vocabulary.from_dict(data["tags"]),
+            chars=Vocabulary.from_dict(chars) if chars is not None else None,
+            lowercase=bool(data.get("lowercase", False)),
+            tag_scheme=data.get("tag_scheme"),
+            corpus_scheme=data.get("corpus_scheme"),
+            max_word_length=int(data.get("max_word_length", 30)),
+        )
