@@ -3,29 +3,42 @@
 The pieces most users import: :class:`SequenceTagger` (the LightningModule),
 :class:`TaggingDataModule` (corpora to batches), and the plain ``nn.Module`` building blocks
 :class:`BiRNNEncoder`, :class:`CRF` and :class:`Tagger` for models of one's own.
+
+Names are imported on first use, so ``import seqtag.data.formats`` stays free of torch and
+Lightning start-up cost.
 """
 
-from seqtag.data.datamodule import TaggingDataModule
-from seqtag.data.vocab import Vocabularies, Vocabulary
-from seqtag.errors import CheckpointError, CorpusFormatError, SeqtagError, VectorFormatError
-from seqtag.models.crf import CRF
-from seqtag.models.encoder import BiRNNEncoder
-from seqtag.models.tagger import Tagger
-from seqtag.module import SequenceTagger
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CRF",
-    "BiRNNEncoder",
-    "CheckpointError",
-    "CorpusFormatError",
-    "SeqtagError",
-    "SequenceTagger",
-    "Tagger",
-    "TaggingDataModule",
-    "VectorFormatError",
-    "Vocabularies",
-    "Vocabulary",
-    "__version__",
-]
+_EXPORTS = {
+    "SequenceTagger": "seqtag.module",
+    "TaggingDataModule": "seqtag.data.datamodule",
+    "Vocabularies": "seqtag.data.vocab",
+    "Vocabulary": "seqtag.data.vocab",
+    "BiRNNEncoder": "seqtag.models.encoder",
+    "CRF": "seqtag.models.crf",
+    "Tagger": "seqtag.models.tagger",
+    "CharCNN": "seqtag.models.chars",
+    "CharBiLSTM": "seqtag.models.chars",
+    "SpanF1": "seqtag.metrics",
+    "TokenAccuracy": "seqtag.metrics",
+    "PredictionWriter": "seqtag.callbacks",
+    "SeqtagError": "seqtag.errors",
+    "CorpusFormatError": "seqtag.errors",
+    "VectorFormatError": "seqtag.errors",
+    "TagSchemeError": "seqtag.errors",
+    "CheckpointError": "seqtag.errors",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'seqtag' has no attribute {name!r}")

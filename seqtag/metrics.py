@@ -15,14 +15,58 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from seqtag.data.schemes import OUTSIDE, TagScheme, get_spans, normalize_scheme, split_tag
 
-__all__ = ["OTHER_TYPE", "SpanF1", "format_span_report", "token_accuracy"]
+__all__ = ["OTHER_TYPE", "SpanF1", "TokenAccuracy", "format_span_report", "token_accuracy"]
+
+PAD_TARGET = -100
+"""Default ignored target: the padding id of :mod:`seqtag.data.batching` (and of PyTorch losses)."""
 
 OTHER_TYPE = "<other>"
 """Per-type slot for chunk types met at update time that are not in the metric's tag list."""
 
 
-def token_accuracy(num_tags: int, ignore_index: int = -100) -> MulticlassAccuracy:
-    """Micro accuracy over real tokens: padded positions carry ``ignore_index`` in the target."""
+class TokenAccuracy(Metric):
+    """Share of real tokens whose tag is predicted right, summed across processes.
+
+    Targets equal to ``ignore_index`` (padding) are skipped. Any other target that is not a
+    tag id, such as ``UNSEEN_TARGET`` (-1) for a gold tag never seen in training, is a real
+    token that no prediction can match, so it counts as wrong, as in conlleval.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    correct: torch.Tensor
+    total: torch.Tensor
+
+    def __init__(self, ignore_index: int = PAD_TARGET, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.ignore_index = ignore_index
+        self.add_state("correct", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Count a batch: ``preds`` and ``target`` are tag ids of one shape (e.g. ``[B, T]``)."""
+        if preds.shape != target.shape:
+            raise ValueError(
+                f"preds and target must have the same shape, got {tuple(preds.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        real = target != self.ignore_index
+        self.correct += (preds.eq(target) & real).sum()
+        self.total += real.sum()
+
+    def compute(self) -> torch.Tensor:
+        """Accuracy as a float64 scalar in [0, 1]; 0 when no token was seen."""
+        return self.correct.double() / self.total.clamp(min=1)
+
+
+def token_accuracy(num_tags: int, ignore_index: int = PAD_TARGET) -> MulticlassAccuracy:
+    """torchmetrics' own micro accuracy over real tokens (targets must be tag ids or padding).
+
+    Unlike :class:`TokenAccuracy` it rejects targets outside ``[0, num_tags)`` other than
+    ``ignore_index``, such as ``UNSEEN_TARGET``.
+    """
     return MulticlassAccuracy(num_classes=num_tags, average="micro", ignore_index=ignore_index)
 
 
@@ -47,10 +91,13 @@ class SpanF1(Metric):
     across processes.
 
     Args:
-        tags: The tag vocabulary; ids given to :meth:`update` index into it. Entries in angle
-            brackets (``<pad>``, ``<unk>``) are vocabulary markers: predicting one counts as
-            ``O``. Every other entry must be a tag of ``scheme``.
-        scheme: Tag scheme of ``tags`` (``iob1``, ``iob2``/``bio``, ``bioes``/``iobes``).
+        tags: The tag vocabulary: its types name the per-type rows, and ids given to
+            :meth:`update` index into it. Entries in angle brackets (``<pad>``, ``<unk>``) are
+            vocabulary markers, and predicting one counts as ``O``; any other entry must be
+            ``O`` or a ``B-``/``I-``/``E-``/``S-`` tag.
+        scheme: Scheme the scored tags are read in (``iob1``, ``iob2``/``bio``,
+            ``bioes``/``iobes``); a scored tag not valid in it raises
+            :class:`~seqtag.errors.TagSchemeError`.
         **kwargs: Passed to :class:`torchmetrics.Metric` (for example ``sync_on_compute``).
     """
 
@@ -74,12 +121,16 @@ class SpanF1(Metric):
             if isinstance(tag, str) and len(tag) > 2 and tag[0] == "<" and tag[-1] == ">":
                 self._id_to_tag.append(OUTSIDE)
                 continue
-            type_ = split_tag(tag, self.scheme)[1]
+            # Any scheme's prefixes are accepted here: the list may be the model's tags in
+            # another scheme than the one scored (only update_strings is used then); tags are
+            # read under ``scheme`` when they are scored.
+            type_ = split_tag(tag, "bioes")[1]
             if type_ is not None:
                 types.add(type_)
             self._id_to_tag.append(tag)
         self.types = sorted(types)
         self._type_index = {type_: i for i, type_ in enumerate(self.types)}
+        self._computed_counts: tuple[dict[str, dict[str, int]], int, int] | None = None
         size = len(self.types) + 1
         for name in ("correct", "predicted", "gold"):
             self.add_state(name, default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
@@ -147,7 +198,9 @@ class SpanF1(Metric):
             gold_sents.append([id_to_tag[gold_row[j]] for j in keep])
         return pred_sents, gold_sents
 
-    def _count(self, pred_sents: Sequence[Sequence[str]], gold_sents: Sequence[Sequence[str]]):
+    def _count(
+        self, pred_sents: Sequence[Sequence[str]], gold_sents: Sequence[Sequence[str]]
+    ) -> None:
         size = len(self.types) + 1
         correct, predicted, gold = [0] * size, [0] * size, [0] * size
         other = size - 1
@@ -180,29 +233,43 @@ class SpanF1(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Micro ``precision``, ``recall`` and ``f1`` as float64 scalars (0 when undefined)."""
+        # States are summed over processes here; keep them so that per_type() and the report
+        # can run on one rank afterwards without a collective call that would hang.
+        self._computed_counts = self._read_counts()
         scores = _prf(int(self.correct.sum()), int(self.predicted.sum()), int(self.gold.sum()))
         return {
             name: torch.tensor(value, dtype=torch.float64, device=self.correct.device)
             for name, value in zip(("precision", "recall", "f1"), scores, strict=True)
         }
 
-    def _gathered(self) -> tuple[dict[str, dict[str, int]], int, int]:
-        """Per-type counts, token count and correct-token count, summed across processes."""
-        should_sync = self.sync_on_compute and not self._is_synced
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=should_sync):
-            columns = (self.correct.tolist(), self.predicted.tolist(), self.gold.tolist())
-            tokens, correct_tokens = int(self.tokens), int(self.correct_tokens)
+    def _read_counts(self) -> tuple[dict[str, dict[str, int]], int, int]:
+        columns = (self.correct.tolist(), self.predicted.tolist(), self.gold.tolist())
         rows = {
             type_: {"correct": c, "predicted": p, "gold": g}
             for type_, c, p, g in zip([*self.types, OTHER_TYPE], *columns, strict=True)
         }
         if not any(rows[OTHER_TYPE].values()):
             del rows[OTHER_TYPE]
-        return rows, tokens, correct_tokens
+        return rows, int(self.tokens), int(self.correct_tokens)
+
+    def _gathered(self) -> tuple[dict[str, dict[str, int]], int, int]:
+        """Per-type counts, token count and correct-token count, summed across processes.
+
+        Right after :meth:`compute` (nothing updated since) these are the counts it saw;
+        otherwise the states are synchronised here, which every process must then join.
+        """
+        if self._computed is not None and self._computed_counts is not None:
+            return self._computed_counts
+        should_sync = self.sync_on_compute and not self._is_synced
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=should_sync):
+            return self._read_counts()
 
     def per_type(self) -> dict[str, dict[str, float]]:
         """Per-type ``precision``, ``recall``, ``f1``, ``support`` (gold chunks), ``predicted``
         and ``correct``, summed across processes like :meth:`compute`.
+
+        Under DDP, call it after :meth:`compute` on every rank (as Lightning does when logging)
+        to use it on one rank only; otherwise every rank must call it.
 
         Every type of the tag list is present, with zeros when never seen; an
         :data:`OTHER_TYPE` row appears only when some chunk had a type missing from the list.
@@ -229,8 +296,9 @@ def format_span_report(
     """A conlleval-like text table: one row per type and an ``overall`` micro row, in percent.
 
     Given a :class:`SpanF1`, the table is preceded by conlleval's summary lines (tokens and
-    phrases processed, token accuracy). Given the output of :meth:`SpanF1.per_type`, the
-    overall row is recomputed from its counts.
+    phrases processed, token accuracy); under DDP, as for :meth:`SpanF1.per_type`, call
+    ``compute()`` on every rank first to print on one rank. Given the output of
+    :meth:`SpanF1.per_type`, the overall row is recomputed from its counts.
     """
     lines: list[str] = []
     if isinstance(metric_or_per_type, SpanF1):

@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 Reduction = Literal["sum", "mean", "token_mean", "none"]
 _REDUCTIONS = ("sum", "mean", "token_mean", "none")
@@ -187,12 +188,13 @@ class CRF(nn.Module):
             batch, length, num_tags = emissions.shape
             em = emissions.transpose(0, 1)  # [L, B, T]
             steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
+            trans_to_from = trans.t().contiguous()  # [to, from]: reduce over the last dim
             identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)
             score = start + em[0]  # [B, T] best score of a path ending in each tag
             history = []  # L-1 backpointers, each [B, T]: best previous tag for each tag
             for t in range(1, length):
-                # [B, from, 1] + [from, to] -> best over "from" for each "to"
-                best, prev = (score.unsqueeze(2) + trans).max(dim=1)  # [B, T], [B, T]
+                # [B, 1, from] + [to, from] -> best over "from" for each "to"
+                best, prev = (score.unsqueeze(1) + trans_to_from).max(dim=2)  # [B, T], [B, T]
                 score = torch.where(steps[t], best + em[t], score)
                 # On padding, point each tag at itself so backtracking walks through unchanged.
                 history.append(torch.where(steps[t], prev, identity))
@@ -220,26 +222,12 @@ class CRF(nn.Module):
         emissions, mask, _ = self._validate(emissions, mask)
         with _no_autocast(emissions):
             start, trans, end = self._scores()
-            length = emissions.size(1)
             em = emissions.transpose(0, 1)  # [L, B, T]
             steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
-            # alpha[t]: [B, T] log-sum of paths over tokens 0..t ending in each tag.
-            alpha = [start + em[0]]
-            for t in range(1, length):
-                nxt = torch.logsumexp(alpha[-1].unsqueeze(2) + trans, dim=1) + em[t]
-                alpha.append(torch.where(steps[t], nxt, alpha[-1]))
-            log_z = torch.logsumexp(alpha[-1] + end, dim=1)  # [B]
-            # beta[t]: [B, T] log-sum of continuations after token t (incl. end score), given
-            # tag j at t. At a sentence's last token (and on padding) it is just `end`.
-            beta_last = end.expand_as(alpha[0])  # [B, T]
-            beta = [beta_last]
-            for t in range(length - 2, -1, -1):
-                # [from, to] + [B, 1, to] -> log-sum over "to" -> [B, from]
-                nxt = torch.logsumexp(trans + (em[t + 1] + beta[-1]).unsqueeze(1), dim=2)
-                beta.append(torch.where(steps[t + 1], nxt, beta_last))
-            beta.reverse()
-            log_post = torch.stack(alpha, dim=1) + torch.stack(beta, dim=1)  # [B, L, T]
-            probs = (log_post - log_z[:, None, None]).exp()
+            alpha = _alphas(em, steps, start, trans)  # [L, B, T]
+            beta = _betas(em, steps, trans, end)  # [L, B, T]
+            log_z = _logsumexp(alpha[-1] + end, dim=1)  # [B]
+            probs = _prob_exp(alpha + beta - log_z[:, None]).transpose(0, 1)  # [B, L, T]
             return probs.masked_fill(~mask.unsqueeze(2), 0.0)
 
     # ------------------------------------------------------------------ internals
@@ -312,15 +300,7 @@ class CRF(nn.Module):
         self, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
     ) -> Tensor:
         """Forward algorithm on validated inputs: ``[B]`` log Z."""
-        length = emissions.size(1)
-        em = emissions.transpose(0, 1)  # [L, B, T]
-        steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
-        alpha = start + em[0]  # [B, T]
-        for t in range(1, length):
-            # [B, from, 1] + [from, to] -> log-sum over "from" -> [B, to]
-            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + em[t]
-            alpha = torch.where(steps[t], nxt, alpha)  # padding carries alpha unchanged
-        return torch.logsumexp(alpha + end, dim=1)
+        return _LogPartition.apply(emissions, mask, start, trans, end)
 
     def _score(
         self,
@@ -343,6 +323,117 @@ class CRF(nn.Module):
             + (steps * maskf[:, 1:]).sum(dim=1)
             + end[last]
         )
+
+
+# exp() of an argument below about -87 underflows, and on some CPUs (AVX2 here) that takes a
+# slow path, 10-70x slower; a forbidden move's -1e4 would hit it at every step. Clamping to
+# -80 first is exact to float32 resolution: exp(-80) ~ 2e-35 never shows next to a 1.
+_EXP_FLOOR = -80.0
+
+
+def _logsumexp(x: Tensor, dim: int) -> Tensor:
+    """``torch.logsumexp`` for finite inputs without the underflow slow path; no autograd."""
+    top = x.amax(dim=dim, keepdim=True)
+    return (x - top).clamp_(min=_EXP_FLOOR).exp_().sum(dim).log_().add_(top.squeeze(dim))
+
+
+def _prob_exp(log_prob: Tensor) -> Tensor:
+    """Probabilities from log-probabilities, in place, without the underflow slow path.
+
+    Clamping to at most 0 also keeps garbage on padded positions (masked out afterwards)
+    finite, so masking by multiplication cannot make NaNs.
+    """
+    return log_prob.clamp_(_EXP_FLOOR, 0.0).exp_()
+
+
+def _alphas(em: Tensor, steps: Tensor, start: Tensor, trans: Tensor) -> Tensor:
+    """Forward algorithm: ``[L, B, T]`` log-sum of path scores up to ``t`` ending in each tag.
+
+    ``em`` is time-major ``[L, B, T]``, ``steps`` the mask as ``[L, B, 1]``. On padding the
+    last real value is carried along, so ``alpha[-1]`` is each sentence's final alpha.
+    """
+    trans_to_from = trans.t().contiguous()  # [to, from]: reduce over the last dim (faster)
+    alpha = [start + em[0]]  # each [B, T]
+    for t in range(1, em.size(0)):
+        # [B, 1, from] + [to, from] -> log-sum over "from" -> [B, to]
+        nxt = _logsumexp(alpha[-1].unsqueeze(1) + trans_to_from, dim=2) + em[t]
+        alpha.append(torch.where(steps[t], nxt, alpha[-1]))
+    return torch.stack(alpha)
+
+
+def _betas(em: Tensor, steps: Tensor, trans: Tensor, end: Tensor) -> Tensor:
+    """Backward algorithm: ``[L, B, T]`` log-sum of the scores after ``t``, given its tag.
+
+    ``beta[t]`` includes the end score; at a sentence's last token and on padding it is
+    just ``end``.
+    """
+    beta_last = end.expand(em.size(1), -1)  # [B, T]
+    beta = [beta_last]
+    for t in range(em.size(0) - 2, -1, -1):
+        # [from, to] + [B, 1, to] -> log-sum over "to" -> [B, from]
+        nxt = _logsumexp(trans + (em[t + 1] + beta[-1]).unsqueeze(1), dim=2)
+        beta.append(torch.where(steps[t + 1], nxt, beta_last))
+    beta.reverse()
+    return torch.stack(beta)
+
+
+class _LogPartition(torch.autograd.Function):
+    """``log Z`` with a hand-written backward.
+
+    Autograd through ``L`` small logsumexp steps spends most of its time on bookkeeping; the
+    gradient of ``log Z`` is known in closed form (posterior marginals, by forward-backward),
+    which costs about one more pass. Computes in the dtype it is given (float32 from
+    :class:`CRF`; float64 lets ``gradcheck`` test it).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        emissions: Tensor,  # [B, L, T]
+        mask: Tensor,  # [B, L] bool
+        start: Tensor,  # [T]
+        trans: Tensor,  # [T, T]
+        end: Tensor,  # [T]
+    ) -> Tensor:
+        em = emissions.transpose(0, 1)  # [L, B, T]
+        steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
+        alpha = _alphas(em, steps, start, trans)  # [L, B, T]
+        log_z = _logsumexp(alpha[-1] + end, dim=1)  # [B]
+        ctx.save_for_backward(emissions, mask, trans, end, alpha, log_z)
+        return log_z
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_log_z: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        emissions, mask, trans, end, alpha, log_z = ctx.saved_tensors
+        em = emissions.transpose(0, 1)  # [L, B, T]
+        steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
+        beta = _betas(em, steps, trans, end)  # [L, B, T]
+        weight = grad_log_z.unsqueeze(1)  # [B, 1]
+        # P(tag_t = j), zero on padding, scaled by the incoming gradient: [L, B, T]
+        unary = _prob_exp(alpha + beta - log_z[:, None]).mul_(steps).mul_(weight)
+        grad_em = unary.transpose(0, 1) if ctx.needs_input_grad[0] else None
+        grad_start = unary[0].sum(0) if ctx.needs_input_grad[2] else None
+        grad_end = None
+        if ctx.needs_input_grad[4]:  # P(last tag = j): alpha[-1] is each sentence's last
+            grad_end = (_prob_exp(alpha[-1] + end - log_z[:, None]) * weight).sum(0)
+        grad_trans = None
+        if ctx.needs_input_grad[3]:
+            # P(tag_{t-1} = i, tag_t = j) summed over t and the batch, a chunk of steps at a
+            # time to bound memory: [C, B, T, T] per chunk.
+            length, batch, num_tags = em.shape
+            chunk = max(1, (1 << 21) // max(1, batch * num_tags * num_tags))
+            after = em + beta - log_z[:, None]  # [L, B, T] everything from t on
+            pair_weight = steps * weight  # [L, B, 1]
+            grad_trans = torch.zeros_like(trans)
+            for lo in range(1, length, chunk):
+                hi = min(length, lo + chunk)
+                pair = alpha[lo - 1 : hi - 1].unsqueeze(3) + trans + after[lo:hi].unsqueeze(2)
+                pair = _prob_exp(pair).mul_(pair_weight[lo:hi].unsqueeze(3))
+                grad_trans += pair.sum(dim=(0, 1))
+        return grad_em, None, grad_start, grad_trans, grad_end
 
 
 def _as_bool(

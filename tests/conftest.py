@@ -1,0 +1,51 @@
+"""Shared fixtures: where the shared corpora are, and small slices of real data."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO / ".." / "shared" / "data"
+DATA = REPO / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data; skips the test when the shared folder is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+def head_sentences(source: Path, target: Path, count: int) -> Path:
+    """Copy the first ``count`` blank-line-separated sentences of a (gzipped) corpus."""
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as stream:
+        blocks, current = [], []
+        for line in stream:
+            if line.strip():
+                current.append(line)
+            elif current:
+                blocks.append("".join(current))
+                current = []
+                if len(blocks) == count:
+                    break
+        if current and len(blocks) < count:
+            blocks.append("".join(current))
+    target.write_text("\n".join(blocks) + "\n", encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="session")
+def ewt_slice(tmp_path_factory) -> dict[str, Path]:
+    """300/100/101 sentences of the shipped EWT data (an odd test count on purpose)."""
+    folder = tmp_path_factory.mktemp("ewt")
+    ewt = DATA / "ud_en_ewt"
+    return {
+        "train": head_sentences(ewt / "en_ewt-ud-train.conllu.gz", folder / "train.conllu", 300),
+        "dev": head_sentences(ewt / "en_ewt-ud-dev.conllu.gz", folder / "dev.conllu", 100),
+        "test": head_sentences(ewt / "en_ewt-ud-test.conllu.gz", folder / "test.conllu", 101),
+    }

@@ -1,0 +1,173 @@
+"""End to end through the ``seqtag`` command: fit, test, predict on a slice of EWT."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from seqtag.cli import main
+from seqtag.module import SequenceTagger
+
+from .conftest import REPO
+
+CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
+
+
+def _args(ewt_slice: dict[str, Path], run: Path) -> list[str]:
+    return [
+        "--config",
+        str(CONFIG),
+        f"--data.train_path={ewt_slice['train']}",
+        f"--data.val_path={ewt_slice['dev']}",
+        f"--data.test_path={ewt_slice['test']}",
+        "--trainer.max_epochs=3",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger.init_args.save_dir={run}",
+        f"--checkpoint.dirpath={run / 'checkpoints'}",
+        "--model.init_args.hidden_size=64",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(ewt_slice, tmp_path_factory) -> tuple[list[str], Path]:
+    run = tmp_path_factory.mktemp("run")
+    args = _args(ewt_slice, run)
+    main(["fit", *args])
+    return args, run / "checkpoints" / "best.ckpt"
+
+
+def _printed_metric(text: str, name: str) -> float:
+    match = re.search(rf"{name}\s*[│|]?\s*([0-9.]+)", text)
+    assert match, f"{name} not printed:\n{text}"
+    return float(match.group(1))
+
+
+def test_fit_writes_best_and_last_checkpoints(trained):
+    _, best = trained
+    assert best.is_file()
+    assert (best.parent / "last.ckpt").is_file()
+
+
+def test_checkpoint_is_plain_data_with_vocabularies(trained):
+    _, best = trained
+    checkpoint = torch.load(best, weights_only=True, map_location="cpu")
+    vocabularies = checkpoint["seqtag"]["vocabularies"]
+    assert "NOUN" in vocabularies["tags"]["items"]
+    assert len(vocabularies["words"]["items"]) > 1000
+    assert checkpoint["hyper_parameters"]["embedding_dim"] == 100
+
+
+def test_cli_test_scores_the_checkpoint(trained, capsys):
+    args, best = trained
+    main(["test", *args, f"--ckpt_path={best}"])
+    accuracy = _printed_metric(capsys.readouterr().out, "test_acc")
+    # 300 training sentences and 3 epochs: far above the 17-tag chance level.
+    assert 0.75 < accuracy <= 1.0
+
+
+def test_cli_predict_plain_text_keeps_tokens_and_order(trained, tmp_path):
+    args, best = trained
+    text = tmp_path / "input.txt"
+    sentences = ["The cat sat on the mat .", "I LOVE New York in 1999 !", "Hello"]
+    text.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    output = tmp_path / "tags.conll"
+    main(
+        [
+            "predict",
+            *args,
+            f"--ckpt_path={best}",
+            f"--data.predict_path={text}",
+            "--data.predict_format=text",
+            f"--prediction.output={output}",
+            "--prediction.confidences=true",
+        ]
+    )
+    blocks = output.read_text(encoding="utf-8").strip("\n").split("\n\n")
+    assert len(blocks) == len(sentences)
+    for sentence, block in zip(sentences, blocks, strict=True):
+        rows = [line.split("\t") for line in block.splitlines()]
+        assert [row[0] for row in rows] == sentence.split()
+        assert all(0.0 <= float(row[2]) <= 1.0 for row in rows)
+    assert blocks[0].splitlines()[1].split("\t")[1] == "NOUN"
+
+
+def test_python_api_tags_without_trainer_or_data(trained):
+    _, best = trained
+    tagger = SequenceTagger.load_from_checkpoint(best, map_location="cpu")
+    result = tagger.tag([["The", "dog", "barks", "."], [], ["Yes"]])
+    assert [len(s) for s in result] == [4, 0, 1]
+    assert result[0][1][0] == "NOUN"
+    assert all(0.0 <= conf <= 1.0 for sentence in result for _, conf in sentence)
+
+
+def test_print_config_parses_back(trained, tmp_path, capsys):
+    args, _ = trained
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    printed = capsys.readouterr().out
+    dumped = tmp_path / "config.yaml"
+    dumped.write_text(printed, encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(dumped), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load(printed)
+
+
+def test_optimizer_and_scheduler_from_the_command_line(trained, tmp_path, capsys):
+    args, _ = trained
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                *args,
+                "--optimizer=SGD",
+                "--optimizer.lr=0.1",
+                "--lr_scheduler=StepLR",
+                "--lr_scheduler.step_size=2",
+                "--print_config",
+            ]
+        )
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["optimizer"]["class_path"] == "torch.optim.SGD"
+    assert config["optimizer"]["init_args"]["lr"] == 0.1
+    assert config["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"
+
+
+def test_console_script_and_module_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "seqtag", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--data.train_path" in result.stdout
+    assert "--model" in result.stdout
+
+
+def test_bad_corpus_is_one_line_error(ewt_slice, tmp_path):
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tThe\tthe\tDET\n", encoding="utf-8")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqtag",
+            "fit",
+            *_args(ewt_slice, tmp_path / "run"),
+            f"--data.train_path={bad}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("seqtag: error: ")
+    assert f"{bad}:1:" in last and "10" in last
