@@ -14,7 +14,7 @@ import yaml
 from seqtag.cli import main
 from seqtag.module import SequenceTagger
 
-from .conftest import REPO
+from conftest import REPO
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 

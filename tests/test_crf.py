@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from seqtag.models.crf import CRF
+from seqtag.models.crf import CRF, _LogPartition
 
 PENALTY = -1e4
 LENGTHS = (4, 2, 1)  # B=3 sentences of different lengths, padded to L=4
@@ -345,6 +345,105 @@ def test_gradients_flow_and_are_finite(constrained: bool) -> None:
     assert crf.end_transitions.grad is not None and torch.isfinite(crf.end_transitions.grad).all()
     assert crf.transitions.grad.abs().sum() > 0
     assert emissions.grad[~mask].eq(0).all()  # padding gets no gradient
+
+
+@pytest.mark.parametrize(("num_tags", "constrained"), CASES)
+def test_gradients_match_brute_force(num_tags: int, constrained: bool) -> None:
+    """Gradients of a weighted NLL against autograd through the float64 enumeration."""
+    crf = _make_crf(num_tags, constrained)
+    emissions, tags, mask = _batch(num_tags)
+    weights = torch.tensor([0.5, -1.0, 2.0])  # uneven, so each sentence's share is checked
+    emissions.requires_grad_(True)
+    (crf(emissions, tags, mask, reduction="none") * weights).sum().backward()
+
+    em64 = emissions.detach().double().requires_grad_(True)
+    params = {
+        name: getattr(crf, name).detach().double().requires_grad_(True)
+        for name in ("start_transitions", "transitions", "end_transitions")
+    }
+    penalty = torch.tensor(PENALTY, dtype=torch.float64)
+    start = torch.where(crf.allowed_start, params["start_transitions"], penalty)
+    trans = torch.where(crf.allowed_transitions, params["transitions"], penalty)
+    end = torch.where(crf.allowed_end, params["end_transitions"], penalty)
+
+    def path_score(b: int, path: tuple[int, ...]) -> torch.Tensor:
+        total = start[path[0]] + end[path[-1]]
+        for i, y in enumerate(path):
+            total = total + em64[b, i, y]
+        for x, y in itertools.pairwise(path):
+            total = total + trans[x, y]
+        return total
+
+    loss = torch.zeros((), dtype=torch.float64)
+    for b, n in enumerate(LENGTHS):
+        paths = list(itertools.product(range(num_tags), repeat=n))
+        log_z = torch.logsumexp(torch.stack([path_score(b, p) for p in paths]), dim=0)
+        gold = tuple(tags[b, :n].tolist())
+        loss = loss + weights[b].double() * (log_z - path_score(b, gold))
+    loss.backward()
+
+    torch.testing.assert_close(emissions.grad.double(), em64.grad, atol=1e-5, rtol=1e-4)
+    for name, param in params.items():
+        torch.testing.assert_close(
+            getattr(crf, name).grad.double(), param.grad, atol=1e-5, rtol=1e-4, msg=name
+        )
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_log_partition_gradcheck(constrained: bool) -> None:
+    """The hand-written backward of log Z against finite differences, in float64."""
+    crf = _make_crf(3, constrained)
+    emissions, _, mask = _batch(3, lengths=(3, 1, 2))
+    start, trans, end = _penalised(crf)
+    inputs = (
+        emissions.double().requires_grad_(True),
+        mask,
+        start.requires_grad_(True),
+        trans.requires_grad_(True),
+        end.requires_grad_(True),
+    )
+    assert torch.autograd.gradcheck(_LogPartition.apply, inputs)
+
+
+def test_peaked_emissions_match_brute_force() -> None:
+    """Scores far apart (as from a confident model) stay exact despite the clamped exp()."""
+    crf = _make_crf(4, constrained=True)
+    emissions, tags, mask = _batch(4)
+    emissions = emissions * 60  # gaps of hundreds between tags
+    emissions.requires_grad_(True)
+    nll = crf(emissions, tags, mask, reduction="none")
+    nll.sum().backward()
+    assert torch.isfinite(emissions.grad).all()
+    marginals = crf.marginals(emissions, mask)
+    for b, n in enumerate(LENGTHS):
+        paths = _all_paths(crf, emissions[b, :n])
+        log_z = _logsumexp(list(paths.values()))
+        gold = tuple(tags[b, :n].tolist())
+        assert nll[b].item() == pytest.approx(log_z - paths[gold], rel=1e-6, abs=1e-3)
+        best = max(paths, key=paths.__getitem__)
+        for i, y in enumerate(best):  # the winning path takes (almost) all the mass
+            assert marginals[b, i, y].item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_unreachable_tag_stays_finite() -> None:
+    """A tag no transition may enter (like a padding tag) must not produce NaN or inf."""
+    crf = _make_crf(4, constrained=False)
+    allowed = torch.ones(4, 4, dtype=torch.bool)
+    allowed[:, 3] = False
+    start = torch.tensor([True, True, True, False])
+    crf.set_constraints(allowed, start, start)
+    emissions, tags, mask = _batch(4, lengths=(5, 3, 1))
+    emissions[:, :, 3] += 50  # the model loves the unreachable tag
+    tags = tags.masked_fill(tags == 3, 0)
+    emissions.requires_grad_(True)
+    loss = crf(emissions, tags, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(emissions.grad).all()
+    assert torch.isfinite(crf.transitions.grad).all()
+    assert not (crf.decode(emissions, mask)[mask] == 3).any()
+    marginals = crf.marginals(emissions, mask)
+    assert torch.isfinite(marginals).all() and marginals[..., 3].max() < 1e-6
+    torch.testing.assert_close(marginals.sum(2), mask.float())
 
 
 def test_training_lowers_the_loss() -> None:
