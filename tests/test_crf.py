@@ -289,15 +289,19 @@ def test_padded_batch_equals_each_sentence_alone() -> None:
         torch.testing.assert_close(crf.marginals(em, alone), marginals[b : b + 1, :n])
 
 
-def test_padding_content_is_ignored() -> None:
-    crf = _make_crf(4, constrained=False)
+@pytest.mark.parametrize("junk", [1e3, float("inf"), float("nan")])
+def test_padding_content_is_ignored(junk: float) -> None:
+    """Whatever an encoder leaves on padded positions must not leak into any result."""
+    crf = _make_crf(4, constrained=True)
     emissions, tags, mask = _batch(4)
-    noisy_em = emissions.masked_fill(~mask.unsqueeze(2), 1e3)
+    noisy_em = emissions.masked_fill(~mask.unsqueeze(2), junk).requires_grad_(True)
     noisy_tags = tags.masked_fill(~mask, 3)
-    torch.testing.assert_close(
-        crf(noisy_em, noisy_tags, mask, reduction="none"), crf(emissions, tags, mask, "none")
-    )
+    nll = crf(noisy_em, noisy_tags, mask, reduction="none")
+    torch.testing.assert_close(nll, crf(emissions, tags, mask, "none"))
+    nll.sum().backward()
+    assert torch.isfinite(noisy_em.grad).all() and noisy_em.grad[~mask].eq(0).all()
     assert torch.equal(crf.decode(noisy_em, mask), crf.decode(emissions, mask))
+    torch.testing.assert_close(crf.marginals(noisy_em, mask), crf.marginals(emissions, mask))
 
 
 def test_reductions() -> None:
@@ -317,12 +321,12 @@ def test_single_token_sentences() -> None:
     crf = _make_crf(3, constrained=True)
     emissions, tags, mask = _batch(3, lengths=(1, 1))
     assert mask.shape == (2, 1)
-    test_nll = crf(emissions, tags, mask, reduction="none")
+    nll = crf(emissions, tags, mask, reduction="none")
     for b in range(2):
         paths = _all_paths(crf, emissions[b])
         expected = _logsumexp(list(paths.values())) - paths[(int(tags[b, 0]),)]
         # float32 keeps ~7 digits, so a forbidden path's ~1e4 score needs a relative tolerance
-        assert test_nll[b].item() == pytest.approx(expected, rel=1e-6, abs=1e-4)
+        assert nll[b].item() == pytest.approx(expected, rel=1e-6, abs=1e-4)
     best = crf.decode(emissions, mask)
     assert all(bool(crf.allowed_start[t]) and bool(crf.allowed_end[t]) for t in best[:, 0])
 
@@ -347,11 +351,14 @@ def test_gradients_flow_and_are_finite(constrained: bool) -> None:
     assert emissions.grad[~mask].eq(0).all()  # padding gets no gradient
 
 
+@pytest.mark.parametrize("lengths", [LENGTHS, (1, 1, 1)], ids=["mixed", "one-token"])
 @pytest.mark.parametrize(("num_tags", "constrained"), CASES)
-def test_gradients_match_brute_force(num_tags: int, constrained: bool) -> None:
+def test_gradients_match_brute_force(
+    num_tags: int, constrained: bool, lengths: tuple[int, ...]
+) -> None:
     """Gradients of a weighted NLL against autograd through the float64 enumeration."""
     crf = _make_crf(num_tags, constrained)
-    emissions, tags, mask = _batch(num_tags)
+    emissions, tags, mask = _batch(num_tags, lengths=lengths)
     weights = torch.tensor([0.5, -1.0, 2.0])  # uneven, so each sentence's share is checked
     emissions.requires_grad_(True)
     (crf(emissions, tags, mask, reduction="none") * weights).sum().backward()
@@ -375,7 +382,7 @@ def test_gradients_match_brute_force(num_tags: int, constrained: bool) -> None:
         return total
 
     loss = torch.zeros((), dtype=torch.float64)
-    for b, n in enumerate(LENGTHS):
+    for b, n in enumerate(lengths):
         paths = list(itertools.product(range(num_tags), repeat=n))
         log_z = torch.logsumexp(torch.stack([path_score(b, p) for p in paths]), dim=0)
         gold = tuple(tags[b, :n].tolist())
@@ -384,8 +391,10 @@ def test_gradients_match_brute_force(num_tags: int, constrained: bool) -> None:
 
     torch.testing.assert_close(emissions.grad.double(), em64.grad, atol=1e-5, rtol=1e-4)
     for name, param in params.items():
+        # with one-token sentences the oracle never touches the transitions: no grad at all
+        expected = param.grad if param.grad is not None else torch.zeros_like(param)
         torch.testing.assert_close(
-            getattr(crf, name).grad.double(), param.grad, atol=1e-5, rtol=1e-4, msg=name
+            getattr(crf, name).grad.double(), expected, atol=1e-5, rtol=1e-4, msg=name
         )
 
 
@@ -444,6 +453,61 @@ def test_unreachable_tag_stays_finite() -> None:
     marginals = crf.marginals(emissions, mask)
     assert torch.isfinite(marginals).all() and marginals[..., 3].max() < 1e-6
     torch.testing.assert_close(marginals.sum(2), mask.float())
+
+
+def _reference_log_partition(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Textbook float64 forward algorithm through autograd: ``[B]`` log Z."""
+    start, trans, end = (
+        torch.where(allowed, param.double(), torch.tensor(PENALTY, dtype=torch.float64))
+        for allowed, param in (
+            (crf.allowed_start, crf.start_transitions),
+            (crf.allowed_transitions, crf.transitions),
+            (crf.allowed_end, crf.end_transitions),
+        )
+    )
+    alpha = start + emissions[:, 0]
+    for t in range(1, emissions.size(1)):
+        nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+        alpha = torch.where(mask[:, t, None], nxt, alpha)
+    return torch.logsumexp(alpha + end, dim=1)
+
+
+def test_large_batch_matches_reference() -> None:
+    """Sizes big enough for several memory chunks in the backward, against plain autograd."""
+    crf = _make_crf(50, constrained=False)
+    allowed = torch.rand(50, 50, generator=torch.Generator().manual_seed(5)) > 0.3
+    crf.set_constraints(allowed)
+    emissions, _, mask = _batch(50, lengths=tuple(range(30, 14, -1)) + (30,) * 16, seed=2)
+    assert emissions.shape == (32, 30, 50)  # 32 * 30 * 50 * 50 floats > one 2M chunk
+    emissions.requires_grad_(True)
+    crf.log_partition(emissions, mask).sum().backward()
+
+    em64 = emissions.detach().double().requires_grad_(True)
+    crf64 = _make_crf(50, constrained=False)
+    crf64.load_state_dict(crf.state_dict())
+    reference = _reference_log_partition(crf64, em64, mask)
+    reference.sum().backward()
+
+    torch.testing.assert_close(
+        crf.log_partition(emissions, mask).double(), reference.detach(), atol=1e-4, rtol=1e-6
+    )
+    torch.testing.assert_close(emissions.grad.double(), em64.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        crf.transitions.grad.double(), crf64.transitions.grad.double(), atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(crf.marginals(emissions, mask), emissions.grad)
+
+
+def test_backward_twice_with_retained_graph() -> None:
+    """The backward must not consume what the forward saved."""
+    crf = _make_crf(4, constrained=True)
+    emissions, tags, mask = _batch(4)
+    emissions.requires_grad_(True)
+    loss = crf(emissions, tags, mask)
+    loss.backward(retain_graph=True)
+    first = emissions.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(emissions.grad, 2 * first)
 
 
 def test_training_lowers_the_loss() -> None:

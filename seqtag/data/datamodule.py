@@ -184,10 +184,9 @@ class TaggingDataModule(pl.LightningDataModule):
             max_word_length=hp.max_word_length,
         )
         if vectors is not None:
-            self.embedding_matrix, coverage = align_vectors(
+            self.embedding_matrix, _ = align_vectors(
                 vectors, words.items, word_counts=word_counts, seed=hp.seed
             )
-            log.info("%s", coverage)
         log.info(
             "vocabularies: %d words, %d tags%s",
             len(words),
