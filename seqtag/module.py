@@ -41,7 +41,10 @@ class SequenceTagger(pl.LightningModule):
         hidden_size: RNN units per direction.
         num_layers: stacked BiRNN layers.
         dropout: dropout on embeddings, between layers and before the output layer.
-        word_dropout: probability of replacing a training word by the unknown word.
+        word_dropout: probability of replacing any training word by the unknown word.
+        rare_word_dropout: ``alpha`` of the frequency-aware replacement: a training word seen
+            ``c`` times becomes unknown with probability ``alpha / (alpha + c)``, which
+            teaches the unknown word to behave like the rare words that unseen words resemble.
         embedding_dim: word embedding width; leave unset to take the width of the pretrained
             vectors (100 without vectors). A value that contradicts the vectors is an error.
         freeze_embeddings: keep pretrained word vectors fixed instead of fine-tuning them.
@@ -59,7 +62,8 @@ class SequenceTagger(pl.LightningModule):
         hidden_size: int = 256,
         num_layers: int = 1,
         dropout: float = 0.5,
-        word_dropout: float = 0.05,
+        word_dropout: float = 0.0,
+        rare_word_dropout: float = 0.25,
         embedding_dim: int | None = None,
         freeze_embeddings: bool = False,
         char_features: Literal["none", "cnn", "lstm"] = "none",
@@ -74,8 +78,19 @@ class SequenceTagger(pl.LightningModule):
         self.tagger: Tagger | None = None
 
     # -- building -------------------------------------------------------------------------
-    def build(self, vocabularies: Vocabularies, embedding_matrix: Any = None) -> None:
-        """Create the network for these vocabularies (and copy pretrained vectors into it)."""
+    def build(
+        self,
+        vocabularies: Vocabularies,
+        embedding_matrix: Any = None,
+        word_counts: Any = None,
+    ) -> None:
+        """Create the network for these vocabularies.
+
+        Args:
+            vocabularies: what the network's rows and outputs stand for.
+            embedding_matrix: aligned pretrained vectors [len(words), dim] to start from.
+            word_counts: training frequency of every word id, for rare-word dropout.
+        """
         hp = self.hparams
         dim = hp.embedding_dim
         if embedding_matrix is not None:
@@ -121,6 +136,8 @@ class SequenceTagger(pl.LightningModule):
             tagger.crf.set_constraints(
                 *allowed_transitions(vocabularies.tags.items, vocabularies.tag_scheme)
             )
+        if word_counts is not None:
+            encoder.set_rare_word_dropout(torch.as_tensor(word_counts), hp.rare_word_dropout)
         if embedding_matrix is not None:
             encoder.load_pretrained(torch.as_tensor(embedding_matrix))
         elif hp.freeze_embeddings:
@@ -143,7 +160,9 @@ class SequenceTagger(pl.LightningModule):
         datamodule = self._datamodule()
         if self.vocabularies is None:
             if stage == "fit" and getattr(datamodule, "vocabularies", None) is not None:
-                self.build(datamodule.vocabularies, datamodule.embedding_matrix)
+                self.build(
+                    datamodule.vocabularies, datamodule.embedding_matrix, datamodule.word_counts
+                )
                 datamodule.embedding_matrix = None  # the copy lives in the model now
         elif datamodule is not None and hasattr(datamodule, "use_vocabularies"):
             datamodule.use_vocabularies(self.vocabularies)
@@ -247,8 +266,8 @@ class SequenceTagger(pl.LightningModule):
         ]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam at 1e-3; the CLI's ``optimizer:`` and ``lr_scheduler:`` sections replace it."""
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+        """Adam at 1e-3 (fused: several times faster on CPU); the CLI's ``optimizer:`` and ``lr_scheduler:`` sections replace it."""
+        return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
 
     # -- Python API -----------------------------------------------------------------------
     @torch.inference_mode()

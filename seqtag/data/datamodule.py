@@ -109,6 +109,8 @@ class TaggingDataModule(pl.LightningDataModule):
         self.vocabularies: Vocabularies | None = None
         #: Aligned embedding matrix [len(words), dim] for a model trained from scratch.
         self.embedding_matrix: np.ndarray | None = None
+        #: Training frequency of every word id [len(words)], for rare-word dropout.
+        self.word_counts: np.ndarray | None = None
         self._sentences: dict[Split, list[Sentence]] = {}
 
     # -- reading ---------------------------------------------------------------------------
@@ -183,6 +185,7 @@ class TaggingDataModule(pl.LightningDataModule):
             corpus_scheme=self.corpus_scheme,
             max_word_length=hp.max_word_length,
         )
+        self.word_counts = np.array([word_counts.get(w, 0) for w in words.items], dtype=np.float32)
         if vectors is not None:
             self.embedding_matrix, _ = align_vectors(
                 vectors, words.items, word_counts=word_counts, seed=hp.seed

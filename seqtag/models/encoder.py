@@ -1,7 +1,10 @@
 """Word (and character) embeddings followed by a bidirectional RNN; a plain ``nn.Module``.
 
-Sentences are packed before the RNN, so the backward direction starts at each sentence's own
-last word and padding never leaks into a real token's state.
+The backward direction runs over each sentence reversed *within its own length*, so it starts
+at the sentence's last real word and padding never reaches a real token's state. This gives the
+same result as ``pack_padded_sequence`` but ran 1.5x faster on a 2-core CPU (see
+``benchmarks/``): packing splits every time step into a differently sized matrix product, while
+length-bucketed batches waste only a few percent on padding.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 RNNType = Literal["lstm", "gru", "rnn"]
 _RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -26,8 +28,8 @@ class BiRNNEncoder(nn.Module):
         num_layers: stacked RNN layers.
         rnn_type: ``lstm``, ``gru`` or ``rnn`` (tanh).
         dropout: dropout on the embeddings, between RNN layers and on the output.
-        word_dropout: during training, the probability of replacing a word by the unknown id,
-            so the unknown row learns to stand for rare and unseen words.
+        word_dropout: during training, the probability of replacing any word by the unknown
+            id; see :meth:`set_rare_word_dropout` for a probability that favours rare words.
         char_encoder: a module mapping char ids [B, T, C] to features [B, T, D] with an
             ``output_dim`` attribute (see :mod:`seqtag.models.chars`), or ``None``.
         freeze_embeddings: keep the (pretrained) word embeddings fixed.
@@ -56,19 +58,27 @@ class BiRNNEncoder(nn.Module):
         self.embeddings.weight.requires_grad_(not freeze_embeddings)
         self.char_encoder = char_encoder
         input_dim = embedding_dim + (char_encoder.output_dim if char_encoder is not None else 0)
-        self.rnn = _RNN_CLASSES[rnn_type](
-            input_dim,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=True,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
+        self.rnn = BiRNN(input_dim, hidden_size, num_layers, rnn_type, dropout)
         self.dropout = nn.Dropout(dropout)
         self.word_dropout = word_dropout
+        # Per-word probability of becoming unknown in training (see set_rare_word_dropout).
+        self.register_buffer("unknown_probability", torch.zeros(num_words))
         self.pad_id = pad_id
         self.unk_id = unk_id
         self.output_dim = 2 * hidden_size
+
+    def set_rare_word_dropout(self, counts: Tensor, alpha: float) -> None:
+        """Replace word ``w`` by the unknown id with probability ``alpha / (alpha + count(w))``.
+
+        Words unseen at test time are mostly rare words (names, nouns, adjectives), so the
+        unknown row should learn from rare words rather than from all words alike
+        (Kiperwasser and Goldberg 2016). ``counts`` [num_words] are training frequencies.
+        """
+        counts = counts.to(self.unknown_probability)
+        probability = alpha / (alpha + counts) if alpha > 0 else torch.zeros_like(counts)
+        probability[self.pad_id] = 0.0
+        probability[self.unk_id] = 0.0
+        self.unknown_probability.copy_(probability)
 
     def load_pretrained(self, matrix: Tensor) -> None:
         """Copy an aligned pretrained matrix [num_words, embedding_dim] into the table."""
@@ -91,18 +101,74 @@ class BiRNNEncoder(nn.Module):
         Returns:
             Features [B, T, 2 * hidden_size]; rows past a sentence's length are zero.
         """
-        if self.training and self.word_dropout > 0:
-            drop = torch.rand(words.shape, device=words.device) < self.word_dropout
+        if self.training:
+            probability = self.unknown_probability[words] + self.word_dropout
+            drop = torch.rand(words.shape, device=words.device) < probability
             words = words.masked_fill(drop & (words != self.pad_id), self.unk_id)
         features = self.embeddings(words)
         if self.char_encoder is not None:
             if chars is None:
                 raise ValueError("this encoder has character features: pass chars [B, T, C]")
             features = torch.cat([features, self.char_encoder(chars)], dim=-1)
-        features = self.dropout(features)
-        packed = pack_padded_sequence(
-            features, lengths.cpu(), batch_first=True, enforce_sorted=False
+        output = self.rnn(self.dropout(features), lengths)
+        mask = (
+            torch.arange(words.shape[1], device=words.device)[None, :]
+            < lengths.to(words.device)[:, None]
         )
-        output, _ = self.rnn(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=words.shape[1])
-        return self.dropout(output)
+        return self.dropout(output * mask.unsqueeze(-1))
+
+
+def reversal_index(lengths: Tensor, max_length: int) -> Tensor:
+    """Positions [B, T] that reverse each row within its length and leave padding in place.
+
+    Applying it twice is the identity, so the same index also un-reverses.
+    """
+    positions = torch.arange(max_length, device=lengths.device)[None, :]
+    lengths = lengths[:, None]
+    return torch.where(positions < lengths, lengths - 1 - positions, positions)
+
+
+class BiRNN(nn.Module):
+    """A stacked bidirectional RNN over padded batches, exact for variable lengths.
+
+    Args:
+        input_size: features per input token.
+        hidden_size: units per direction.
+        num_layers: stacked layers; each consumes both directions of the one below.
+        rnn_type: ``lstm``, ``gru`` or ``rnn``.
+        dropout: dropout between layers.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        rnn_type: RNNType = "lstm",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        cls = _RNN_CLASSES[rnn_type]
+        sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
+        self.forward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
+        self.backward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """inputs [B, T, input_size], lengths [B] -> outputs [B, T, 2 * hidden_size].
+
+        Outputs at padded positions are unspecified; callers mask them.
+        """
+        index = reversal_index(lengths.to(inputs.device), inputs.shape[1]).unsqueeze(-1)
+        layer_input = inputs
+        for depth, (forward_rnn, backward_rnn) in enumerate(
+            zip(self.forward_layers, self.backward_layers, strict=True)
+        ):
+            if depth > 0:
+                layer_input = self.dropout(layer_input)
+            ahead, _ = forward_rnn(layer_input)
+            reversed_input = layer_input.gather(1, index.expand(-1, -1, layer_input.shape[-1]))
+            behind, _ = backward_rnn(reversed_input)
+            behind = behind.gather(1, index.expand(-1, -1, behind.shape[-1]))
+            layer_input = torch.cat([ahead, behind], dim=-1)
+        return layer_input

@@ -1,0 +1,98 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqtag.models.encoder import BiRNN, BiRNNEncoder, reversal_index
+from seqtag.models.tagger import Tagger
+
+
+def _copy_into_packed_reference(model: BiRNN, reference: nn.RNNBase) -> None:
+    """Give a PyTorch bidirectional RNN the weights of our per-direction layers."""
+    with torch.no_grad():
+        for layer, (fw, bw) in enumerate(
+            zip(model.forward_layers, model.backward_layers, strict=True)
+        ):
+            for name, value in fw.named_parameters():
+                getattr(reference, name.replace("l0", f"l{layer}")).copy_(value)
+            for name, value in bw.named_parameters():
+                getattr(reference, name.replace("l0", f"l{layer}") + "_reverse").copy_(value)
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_birnn_equals_packed_bidirectional_rnn(rnn_type, num_layers):
+    torch.manual_seed(0)
+    model = BiRNN(5, 7, num_layers, rnn_type).eval()
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[rnn_type]
+    reference = cls(5, 7, num_layers=num_layers, batch_first=True, bidirectional=True).eval()
+    _copy_into_packed_reference(model, reference)
+    inputs = torch.randn(4, 6, 5)
+    lengths = torch.tensor([6, 3, 1, 5])
+    ours = model(inputs, lengths)
+    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True)
+    for row, length in enumerate(lengths.tolist()):
+        torch.testing.assert_close(ours[row, :length], expected[row, :length])
+
+
+def test_reversal_index_reverses_within_length_and_is_an_involution():
+    index = reversal_index(torch.tensor([3, 1, 4]), 4)
+    assert index.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [3, 2, 1, 0]]
+    assert index.gather(1, index).tolist() == [[0, 1, 2, 3]] * 3
+
+
+def test_padding_does_not_change_real_outputs():
+    torch.manual_seed(0)
+    encoder = BiRNNEncoder(50, 8, hidden_size=6, dropout=0.0).eval()
+    words = torch.tensor([[5, 6, 7]])
+    alone = encoder(words, torch.tensor([3]))
+    padded = encoder(torch.tensor([[5, 6, 7, 0, 0], [9, 9, 9, 9, 9]]), torch.tensor([3, 5]))
+    torch.testing.assert_close(padded[0, :3], alone[0])
+    assert padded[0, 3:].abs().sum() == 0
+
+
+def test_word_dropout_only_in_training_and_never_on_padding():
+    encoder = BiRNNEncoder(50, 8, hidden_size=6, dropout=0.0, word_dropout=1.0)
+    seen = []
+    encoder.embeddings.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    words = torch.tensor([[5, 6, 0]])
+    encoder.train()(words, torch.tensor([2]))
+    assert seen[-1].tolist() == [[1, 1, 0]]
+    encoder.eval()(words, torch.tensor([2]))
+    assert seen[-1].tolist() == [[5, 6, 0]]
+
+
+def test_pretrained_matrix_shape_is_checked():
+    encoder = BiRNNEncoder(10, 4, hidden_size=3)
+    with pytest.raises(ValueError, match="shape"):
+        encoder.load_pretrained(torch.zeros(10, 5))
+    encoder.load_pretrained(torch.ones(10, 4))
+    assert encoder.embeddings.weight.sum() == 40
+
+
+def test_frozen_embeddings_get_no_gradient():
+    encoder = BiRNNEncoder(10, 4, hidden_size=3, freeze_embeddings=True)
+    tagger = Tagger(encoder, 3)
+    emissions = tagger(torch.tensor([[2, 3]]), torch.tensor([2]))
+    tagger.loss(emissions, torch.tensor([[0, 1]]), torch.tensor([[True, True]])).backward()
+    assert encoder.embeddings.weight.grad is None
+    assert encoder.rnn.forward_layers[0].weight_ih_l0.grad is not None
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_tagger_learns_a_tiny_task(decoder):
+    torch.manual_seed(0)
+    tagger = Tagger(BiRNNEncoder(6, 8, hidden_size=16, dropout=0.0), 2, decoder)
+    words = torch.tensor([[2, 3, 4, 5], [3, 2, 5, 0]])
+    lengths = torch.tensor([4, 3])
+    mask = torch.arange(4)[None] < lengths[:, None]
+    tags = torch.tensor([[0, 1, 0, 1], [1, 0, 1, -100]])
+    optimizer = torch.optim.Adam(tagger.parameters(), lr=0.05)
+    for _ in range(60):
+        optimizer.zero_grad()
+        tagger.loss(tagger(words, lengths), tags, mask).backward()
+        optimizer.step()
+    best, confidence = tagger.decode(tagger(words, lengths), mask)
+    assert (best[mask] == tags[mask]).all()
+    assert (confidence[mask] > 0.5).all()
