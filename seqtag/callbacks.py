@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -76,8 +77,12 @@ class PredictionWriter(BasePredictionWriter):
             raise RuntimeError(
                 f"predicted {len(results)} sentences for {len(sentences)} input sentences"
             )
-        stream = open(self.output, "w", encoding="utf-8") if self.output else sys.stdout
-        try:
+        with contextlib.ExitStack() as stack:
+            stream = (
+                stack.enter_context(open(self.output, "w", encoding="utf-8"))
+                if self.output
+                else sys.stdout
+            )
             for sentence, result in zip(sentences, results, strict=True):
                 write_conll(
                     stream,
@@ -85,8 +90,4 @@ class PredictionWriter(BasePredictionWriter):
                     result["tags"],
                     result["confidences"] if self.confidences else None,
                 )
-        finally:
-            if stream is not sys.stdout:
-                stream.close()
-            else:
-                stream.flush()
+            stream.flush()

@@ -266,7 +266,10 @@ class SequenceTagger(pl.LightningModule):
         ]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam at 1e-3 (fused: several times faster on CPU); the CLI's ``optimizer:`` and ``lr_scheduler:`` sections replace it."""
+        """Adam at 1e-3 (fused: several times faster on CPU).
+
+        The CLI's ``optimizer:`` and ``lr_scheduler:`` sections replace it.
+        """
         return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
 
     # -- Python API -----------------------------------------------------------------------

@@ -61,9 +61,11 @@ def test_training_shards_are_distinct_and_equally_long(world):
         for r in range(world)
     ]
     assert len({len(s) for s in shards}) == 1
-    assert all(len(s) == len(
-        LengthBucketSampler(lengths, 32, shuffle=True, seed=5, num_replicas=world, rank=0)
-    ) for s in shards)
+    assert all(
+        len(s)
+        == len(LengthBucketSampler(lengths, 32, shuffle=True, seed=5, num_replicas=world, rank=0))
+        for s in shards
+    )
     seen = [i for shard in shards for b in shard for i in b]
     assert set(seen) == set(range(1001))
 
@@ -85,6 +87,8 @@ def test_evaluation_shards_cover_every_sentence_once(world):
 def test_dataloader_with_sampler_yields_batches():
     dataset = EncodedDataset([_sentence(i, 1 + i % 7) for i in range(50)])
     sampler = LengthBucketSampler(dataset.lengths, 8, shuffle=False, num_replicas=1, rank=0)
-    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=None, collate_fn=collate
+    )
     indices = torch.cat([b["index"] for b in loader]).tolist()
     assert sorted(indices) == list(range(50))

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from seqtag.cli import main
 from seqtag.module import SequenceTagger
-
-from conftest import REPO
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 

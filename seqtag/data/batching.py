@@ -129,9 +129,7 @@ class LengthBucketSampler(DistributedSampler):
         world, this_rank = _world()
         num_replicas = world if num_replicas is None else num_replicas
         rank = this_rank if rank is None else rank
-        super().__init__(
-            lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
-        )
+        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size = batch_size
         self.pool_size = pool_size

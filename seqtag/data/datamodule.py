@@ -59,7 +59,7 @@ class TaggingDataModule(pl.LightningDataModule):
         min_freq: training words seen fewer times are unknown, unless they have a vector.
         lowercase: lowercase words before lookup (characters keep their case).
         vectors: pretrained word vectors read with gensim.
-        vectors_format: ``auto`` or one of the formats of :func:`seqtag.data.embeddings.load_vectors`.
+        vectors_format: ``auto`` or a format of :func:`seqtag.data.embeddings.load_vectors`.
         vectors_top_k: also add the ``k`` most frequent words of the vector table to the
             vocabulary, so text unseen in every split still finds vectors at prediction time.
         char_vocabulary: build a character vocabulary (needed by character features).
@@ -139,7 +139,9 @@ class TaggingDataModule(pl.LightningDataModule):
                             path, sentence.line, f"in the sentence starting on this line: {err}"
                         ) from None
             tokens = sum(len(s.tokens) for s in sentences)
-            log.info("%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, path)
+            log.info(
+                "%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, path
+            )
             self._sentences[split] = sentences
         return self._sentences[split]
 
@@ -241,10 +243,7 @@ class TaggingDataModule(pl.LightningDataModule):
                 tags = np.asarray(tag_ids, dtype=np.int64)
             chars = None
             if vocab.chars is not None:
-                chars = [
-                    np.asarray(c, dtype=np.int64)
-                    for c in vocab.encode_chars(sentence.tokens)
-                ]
+                chars = [np.asarray(c, dtype=np.int64) for c in vocab.encode_chars(sentence.tokens)]
             words = np.asarray(vocab.encode_words(sentence.tokens), dtype=np.int64)
             encoded.append(EncodedSentence(i, words, tags, chars, gold))
         if unseen:

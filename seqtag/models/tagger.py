@@ -64,4 +64,3 @@ class Tagger(nn.Module):
         if self.crf is None:
             return emissions.argmax(dim=-1)
         return self.crf.decode(emissions, mask)
-

@@ -1,0 +1,175 @@
+"""TaggingDataModule on tiny corpora written here, with a tiny vector file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from seqtag.data.batching import UNSEEN_TARGET
+from seqtag.data.datamodule import TaggingDataModule
+from seqtag.errors import CorpusFormatError, VectorFormatError
+from seqtag.module import SequenceTagger
+
+TRAIN = """\
+the DET
+cat NOUN
+sleeps VERB
+
+a DET
+dog NOUN
+barks VERB
+loudly ADV
+
+the DET
+dog NOUN
+sleeps VERB
+"""
+
+TEST = """\
+a DET
+zebra NOUN
+runs VERB
+1984 NUM
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> dict[str, str]:
+    vectors = ["the", "a", "cat", "dog", "zebra", "0000", "sleeps"]
+    rows = [
+        f"{w} " + " ".join(f"{(i + 1) * 0.1 + j * 0.01:.2f}" for j in range(4))
+        for i, w in enumerate(vectors)
+    ]
+    return {
+        "train": _write(tmp_path, "train.txt", TRAIN),
+        "test": _write(tmp_path, "test.txt", TEST),
+        "vectors": _write(tmp_path, "vectors.txt", f"{len(vectors)} 4\n" + "\n".join(rows) + "\n"),
+    }
+
+
+def _datamodule(corpus, **kwargs) -> TaggingDataModule:
+    options = dict(
+        train_path=corpus["train"],
+        val_path=corpus["test"],
+        test_path=corpus["test"],
+        format="columns",
+        vectors=corpus["vectors"],
+        batch_size=2,
+    )
+    options.update(kwargs)
+    return TaggingDataModule(**options)
+
+
+def test_test_words_with_vectors_are_not_unknown(corpus):
+    dm = _datamodule(corpus)
+    dm.setup("fit")
+    words = dm.vocabularies.words
+    # "zebra" occurs only in the test file, but it has a vector: it gets its own row.
+    assert "zebra" in words
+    assert words.index("zebra") != words.unk_id
+    # "1984" finds the vector of "0000" through the digit fallback, under its own row.
+    np.testing.assert_allclose(
+        dm.embedding_matrix[words.index("1984")], [0.6, 0.61, 0.62, 0.63], rtol=1e-6
+    )
+    row = words.index("zebra")
+    np.testing.assert_allclose(dm.embedding_matrix[row], [0.5, 0.51, 0.52, 0.53], rtol=1e-6)
+    # Rare-word dropout needs training counts: zebra was never seen in training.
+    assert dm.word_counts[row] == 0 and dm.word_counts[words.index("dog")] == 2
+
+
+def test_vocabularies_are_deterministic(corpus):
+    first, second = _datamodule(corpus), _datamodule(corpus)
+    first.setup("fit")
+    second.setup("fit")
+    assert first.vocabularies == second.vocabularies
+    assert list(first.vocabularies.tags) == ["ADV", "DET", "NOUN", "VERB"]
+
+
+def test_unseen_gold_tags_are_kept_and_warned_about(corpus, caplog):
+    dm = _datamodule(corpus)
+    dm.setup("fit")
+    with caplog.at_level("WARNING"):
+        batches = list(dm.test_dataloader())
+    tags = torch.cat([b["tags"].flatten() for b in batches])
+    assert (tags == UNSEEN_TARGET).sum() == 1  # NUM never occurs in training
+    assert "never seen in training" in caplog.text and "NUM (1)" in caplog.text
+
+
+def test_split_sizes_are_logged(corpus, caplog):
+    dm = _datamodule(corpus)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert "train: read 3 sentences, 10 tokens" in caplog.text
+
+
+def test_batches_are_padded_to_the_longest_sentence(corpus):
+    dm = _datamodule(corpus, batch_size=3)
+    dm.setup("fit")
+    (batch,) = list(dm.train_dataloader())
+    assert batch["words"].shape == (3, 4)
+    assert sorted(batch["lengths"].tolist()) == [3, 3, 4]
+
+
+def test_dimension_mismatch_is_a_clear_error(corpus):
+    dm = _datamodule(corpus)
+    model = SequenceTagger(hidden_size=8, embedding_dim=50)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(VectorFormatError, match=r"vectors\.txt.*dimension 4.*embedding_dim is 50"):
+        trainer.fit(model, datamodule=dm)
+
+
+def test_bad_tag_under_a_scheme_names_file_and_line(tmp_path, corpus):
+    bad = _write(tmp_path, "ner.txt", "Paris B-LOC\nis O\n\nnice X-ADJ\n")
+    dm = _datamodule(corpus, train_path=bad, tag_scheme="iob2")
+    with pytest.raises(CorpusFormatError, match=r"ner\.txt:4: .*'X-ADJ'"):
+        dm.setup("fit")
+
+
+def test_evaluation_without_vocabularies_says_what_to_do(corpus):
+    dm = _datamodule(corpus)
+    with pytest.raises(RuntimeError, match="ckpt_path"):
+        dm.test_dataloader()
+
+
+def test_train_fit_and_tag_in_python(corpus, tmp_path):
+    pl.seed_everything(0)
+    dm = _datamodule(corpus)
+    model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0)
+    trainer = pl.Trainer(
+        max_epochs=40,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert model.hparams.embedding_dim == 4  # taken from the vectors
+    (result,) = model.tag([["the", "zebra", "sleeps"]])
+    assert [tag for tag, _ in result] == ["DET", "NOUN", "VERB"]
+    checkpoint = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    restored = SequenceTagger.load_from_checkpoint(checkpoint)
+    assert restored.tag([["the", "zebra", "sleeps"]]) == model.tag([["the", "zebra", "sleeps"]])
+    assert torch.load(checkpoint, weights_only=True)["seqtag"]["vocabularies"]["tags"]["items"] == [
+        "ADV",
+        "DET",
+        "NOUN",
+        "VERB",
+    ]
