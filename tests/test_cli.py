@@ -171,3 +171,28 @@ def test_bad_corpus_is_one_line_error(ewt_slice, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("seqtag: error: ")
     assert f"{bad}:1:" in last and "10" in last
+
+
+@pytest.mark.slow
+def test_shared_ewt_one_epoch_end_to_end(tmp_path, capsys):
+    """The shared-data config on the full EWT corpus, shortened to one epoch of a small model."""
+    from conftest import shared_path
+
+    shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
+    shared_path("embeddings", "w2v-en-100d.bin")
+    config = REPO / "configs" / "ud_ewt_upos_shared.yaml"
+    run = tmp_path / "run"
+    args = [
+        "--config",
+        str(config),
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger.init_args.save_dir={run}",
+        f"--checkpoint.dirpath={run / 'checkpoints'}",
+        "--model.init_args.hidden_size=64",
+        "--trainer.enable_progress_bar=false",
+    ]
+    main(["fit", *args])
+    capsys.readouterr()
+    main(["test", *args, f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}"])
+    assert _printed_metric(capsys.readouterr().out, "test_acc") > 0.87

@@ -173,3 +173,13 @@ def test_train_fit_and_tag_in_python(corpus, tmp_path):
         "NOUN",
         "VERB",
     ]
+
+
+def test_val_from_train_holds_out_the_last_sentences(corpus):
+    dm = _datamodule(corpus, val_path=None, val_from_train=1)
+    dm.setup("fit")
+    assert [s.tokens for s in dm.sentences("val")] == [("the", "dog", "sleeps")]
+    assert len(dm.sentences("train")) == 2
+    assert "loudly" in dm.vocabularies.words
+    with pytest.raises(ValueError, match="not both"):
+        _datamodule(corpus, val_from_train=1)

@@ -66,6 +66,8 @@ class TaggingDataModule(pl.LightningDataModule):
         max_word_length: characters per word kept for character features.
         seed: seed of the batch shuffling (the same on every process).
         pool_size: batches per sorting pool of the length bucketing.
+        val_from_train: hold out the last ``n`` training sentences as the validation split,
+            for corpora without a development file (CoNLL-2000); ``val_path`` must be unset.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class TaggingDataModule(pl.LightningDataModule):
         max_word_length: int = 30,
         seed: int = 42,
         pool_size: int = 100,
+        val_from_train: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +109,8 @@ class TaggingDataModule(pl.LightningDataModule):
         self.train_scheme = normalize_scheme(train_scheme) if train_scheme else self.corpus_scheme
         if self.train_scheme and not self.corpus_scheme:
             raise ValueError("train_scheme needs tag_scheme, the scheme of the corpus files")
+        if val_from_train and val_path:
+            raise ValueError("set either data.val_path or data.val_from_train, not both")
         self.vocabularies: Vocabularies | None = None
         #: Aligned embedding matrix [len(words), dim] for a model trained from scratch.
         self.embedding_matrix: np.ndarray | None = None
@@ -116,6 +121,20 @@ class TaggingDataModule(pl.LightningDataModule):
     # -- reading ---------------------------------------------------------------------------
     def sentences(self, split: Split) -> list[Sentence]:
         """The sentences of a split, read once."""
+        held_out = self.hparams.val_from_train
+        if held_out and split in ("train", "val") and split not in self._sentences:
+            everything = self._read("train")
+            if held_out >= len(everything):
+                raise ValueError(
+                    f"val_from_train={held_out} leaves no training sentences: "
+                    f"{self.paths['train']} has {len(everything)}"
+                )
+            self._sentences["train"] = everything[:-held_out]
+            self._sentences["val"] = everything[-held_out:]
+            log.info("holding out the last %d training sentences for validation", held_out)
+        return self._read(split)
+
+    def _read(self, split: Split) -> list[Sentence]:
         if split not in self._sentences:
             path = self.paths[split]
             if path is None:
@@ -209,7 +228,7 @@ class TaggingDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.sentences("train")
-            if self.paths["val"]:
+            if self.paths["val"] or self.hparams.val_from_train:
                 self.sentences("val")
             if self.vocabularies is None:
                 self.vocabularies = self.build_vocabularies()
@@ -278,6 +297,8 @@ class TaggingDataModule(pl.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        if not (self.paths["val"] or self.hparams.val_from_train):
+            return []
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
