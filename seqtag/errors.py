@@ -42,3 +42,7 @@ class TagSchemeError(SeqtagError, ValueError):
 
 class CheckpointError(SeqtagError, ValueError):
     """A file is not a seqtag checkpoint, or lacks what prediction needs."""
+
+
+class ConfigError(SeqtagError, ValueError):
+    """Settings that do not fit together (for example ``val_path`` with ``val_from_train``)."""

@@ -11,7 +11,7 @@ import torch
 
 from seqtag.data.batching import UNSEEN_TARGET
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.errors import CorpusFormatError, VectorFormatError
+from seqtag.errors import ConfigError, CorpusFormatError, VectorFormatError
 from seqtag.module import SequenceTagger
 
 TRAIN = """\
@@ -143,7 +143,7 @@ def test_bad_tag_under_a_scheme_names_file_and_line(tmp_path, corpus):
 
 def test_evaluation_without_vocabularies_says_what_to_do(corpus):
     dm = _datamodule(corpus)
-    with pytest.raises(RuntimeError, match="ckpt_path"):
+    with pytest.raises(ConfigError, match="ckpt_path"):
         dm.test_dataloader()
 
 

@@ -28,7 +28,7 @@ from seqtag.data.batching import (
 from seqtag.data.formats import CorpusFormat, Sentence, read_corpus
 from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
 from seqtag.data.vocab import Vocabularies, Vocabulary
-from seqtag.errors import CorpusFormatError, TagSchemeError
+from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,11 @@ class TaggingDataModule(pl.LightningDataModule):
         self.corpus_scheme = normalize_scheme(tag_scheme) if tag_scheme else None
         self.train_scheme = normalize_scheme(train_scheme) if train_scheme else self.corpus_scheme
         if self.train_scheme and not self.corpus_scheme:
-            raise ValueError("train_scheme needs tag_scheme, the scheme of the corpus files")
+            raise ConfigError(
+                "data.train_scheme needs data.tag_scheme, the scheme of the corpus files"
+            )
         if val_from_train and val_path:
-            raise ValueError("set either data.val_path or data.val_from_train, not both")
+            raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self.vocabularies: Vocabularies | None = None
         #: Aligned embedding matrix [len(words), dim] for a model trained from scratch.
         self.embedding_matrix: np.ndarray | None = None
@@ -125,8 +127,8 @@ class TaggingDataModule(pl.LightningDataModule):
         if held_out and split in ("train", "val") and split not in self._sentences:
             everything = self._read("train")
             if held_out >= len(everything):
-                raise ValueError(
-                    f"val_from_train={held_out} leaves no training sentences: "
+                raise ConfigError(
+                    f"data.val_from_train={held_out} leaves no training sentences: "
                     f"{self.paths['train']} has {len(everything)}"
                 )
             self._sentences["train"] = everything[:-held_out]
@@ -138,7 +140,7 @@ class TaggingDataModule(pl.LightningDataModule):
         if split not in self._sentences:
             path = self.paths[split]
             if path is None:
-                raise ValueError(f"no {split} file: set data.{split}_path")
+                raise ConfigError(f"no {split} file: set data.{split}_path")
             hp = self.hparams
             fmt = (hp.predict_format or hp.format) if split == "predict" else hp.format
             sentences = read_corpus(
@@ -236,7 +238,7 @@ class TaggingDataModule(pl.LightningDataModule):
     # -- encoding and loaders ---------------------------------------------------------------
     def _require_vocabularies(self) -> Vocabularies:
         if self.vocabularies is None:
-            raise RuntimeError(
+            raise ConfigError(
                 "the data module has no vocabularies yet: train a model first, or evaluate with "
                 "a checkpoint (--ckpt_path) whose vocabularies it then uses"
             )
