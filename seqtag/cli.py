@@ -231,7 +231,7 @@ def _configure_logging() -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run ``seqtag fit|validate|test|predict``; user errors end as one line on stderr.
+    """Run ``seqtag fit|validate|test|predict|export``; user errors end as one line on stderr.
 
     An error caused by the input (a :class:`~seqtag.errors.SeqtagError`: a malformed corpus or
     vector file, a file that is not a seqtag checkpoint, a command line or config that does not
@@ -246,6 +246,11 @@ def main(args: list[str] | None = None) -> None:
         args: the arguments after ``seqtag``; ``None`` reads ``sys.argv``.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["export"]:
+        from seqtag.export import main as export_main
+
+        export_main(argv[1:])
+        return
     debug = "--debug" in argv or os.environ.get("SEQTAG_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     if args is None:
