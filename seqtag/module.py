@@ -20,6 +20,7 @@ from torch import Tensor
 from seqtag.data.batching import EncodedSentence, LengthBucketSampler, collate
 from seqtag.data.schemes import allowed_transitions, convert_tags
 from seqtag.data.vocab import Vocabularies
+from seqtag.distributed import configure_threads
 from seqtag.errors import CheckpointError, VectorFormatError
 from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
 from seqtag.models.chars import build_char_encoder
@@ -157,6 +158,8 @@ class SequenceTagger(pl.LightningModule):
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
 
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            configure_threads(self._trainer)  # DDP on the CPU: each process its share of cores
         datamodule = self._datamodule()
         if self.vocabularies is None:
             if stage == "fit" and getattr(datamodule, "vocabularies", None) is not None:
@@ -213,7 +216,10 @@ class SequenceTagger(pl.LightningModule):
         emissions = self(batch)
         size = len(batch["lengths"])
         loss = self.tagger.loss(emissions, batch["tags"], batch["mask"])
-        self.log(f"{stage}_loss", loss, sync_dist=True, batch_size=size)
+        # Weighted by the tokens the loss averages over, the epoch value is the mean loss per
+        # token whatever the batching, hence the same with any number of processes.
+        scored = batch["mask"] if self.tagger.crf is not None else batch["tags"] >= 0
+        self.log(f"{stage}_loss", loss, sync_dist=True, batch_size=int(scored.sum()))
         predicted = self.tagger.predict(emissions, batch["mask"])
         accuracy = getattr(self, f"{stage}_acc")
         accuracy.update(predicted, batch["tags"])
@@ -234,9 +240,11 @@ class SequenceTagger(pl.LightningModule):
         spans = getattr(self, f"{stage}_spans")
         if spans is None:
             return
-        scores = spans.compute()
+        scores = spans.compute()  # counts summed across processes: the same on every rank
         for name in ("precision", "recall", "f1"):
-            self.log(f"{stage}_{name}", scores[name].float(), prog_bar=name == "f1")
+            # sync_dist averages equal values (no change); without it Lightning warns under DDP.
+            value = scores[name].float()
+            self.log(f"{stage}_{name}", value, prog_bar=name == "f1", sync_dist=True)
         if stage == "test" and self.trainer.is_global_zero:
             print(format_span_report(spans))
         spans.reset()

@@ -286,6 +286,12 @@ class TaggingDataModule(pl.LightningDataModule):
             seed=hp.seed,
             pool_size=hp.pool_size,
         )
+        if not shuffle and len(dataset) < sampler.num_replicas:
+            # Lightning refuses a process without batches, and the others would wait for it.
+            raise ConfigError(
+                f"the {split} data has {len(dataset)} sentence(s) for {sampler.num_replicas} "
+                "processes, which need one each: use fewer devices (--trainer.devices)"
+            )
         return DataLoader(
             dataset,
             sampler=sampler,
