@@ -183,3 +183,22 @@ def test_val_from_train_holds_out_the_last_sentences(corpus):
     assert "loudly" in dm.vocabularies.words
     with pytest.raises(ValueError, match="not both"):
         _datamodule(corpus, val_from_train=1)
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_bf16_mixed_precision_trains_on_cpu(corpus, tmp_path, decoder):
+    pl.seed_everything(0)
+    dm = _datamodule(corpus)
+    model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0, decoder=decoder)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        precision="bf16-mixed",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["val_loss"])

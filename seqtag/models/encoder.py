@@ -157,8 +157,16 @@ class BiRNN(nn.Module):
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """inputs [B, T, input_size], lengths [B] -> outputs [B, T, 2 * hidden_size].
 
-        Outputs at padded positions are unspecified; callers mask them.
+        Outputs at padded positions are unspecified; callers mask them. On the CPU the RNN
+        runs in float32 even under autocast: oneDNN has no bfloat16 LSTM kernel for CPUs
+        without AVX-512 (bf16-mixed crashed there) and its bfloat16 GRU was 10x slower.
         """
+        if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self._run(inputs.float(), lengths)
+        return self._run(inputs, lengths)
+
+    def _run(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         index = reversal_index(lengths.to(inputs.device), inputs.shape[1]).unsqueeze(-1)
         layer_input = inputs
         for depth, (forward_rnn, backward_rnn) in enumerate(
