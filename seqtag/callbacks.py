@@ -9,7 +9,8 @@ from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch.distributed as dist
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 
 def write_conll(
@@ -91,3 +92,23 @@ class PredictionWriter(BasePredictionWriter):
                     result["confidences"] if self.confidences else None,
                 )
             stream.flush()
+
+
+class PredictionProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, with the prediction bar on stderr.
+
+    ``seqtag predict`` writes the tags to standard output, so ``seqtag predict ... > out.conll``
+    must capture tags only; the progress of a large file still shows on the terminal.
+    """
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc=self.predict_description,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
@@ -23,7 +23,7 @@ from lightning.pytorch.cli import (
 )
 from torch.optim import Optimizer
 
-from seqtag.callbacks import PredictionWriter
+from seqtag.callbacks import PredictionProgressBar, PredictionWriter
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, SeqtagError
 from seqtag.module import CHECKPOINT_KEY, SequenceTagger
@@ -99,6 +99,7 @@ class SeqtagCLI(LightningCLI):
             ) from err
 
     def after_instantiate_classes(self) -> None:
+        _progress_bar_on_stderr(self.trainer)
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         optimizer_init = config.get("optimizer")
         if not optimizer_init:
@@ -218,6 +219,16 @@ def _load_failure(err: BaseException) -> str:
     if len(text) > 100:
         text = text[:97] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _progress_bar_on_stderr(trainer: pl.Trainer) -> None:
+    """Swap Lightning's default bar for one that draws the prediction bar on stderr."""
+    for position, callback in enumerate(trainer.callbacks):
+        if type(callback) is TQDMProgressBar:
+            replacement = PredictionProgressBar(
+                refresh_rate=callback.refresh_rate, process_position=callback.process_position
+            )
+            trainer.callbacks[position] = replacement
 
 
 def _configure_logging() -> None:

@@ -197,3 +197,29 @@ def test_shared_ewt_one_epoch_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     main(["test", *args, f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}"])
     assert _printed_metric(capsys.readouterr().out, "test_acc") > 0.87
+
+
+def test_predict_to_stdout_prints_only_conll(trained, tmp_path):
+    args, best = trained
+    text = tmp_path / "input.txt"
+    text.write_text("The dog barks .\nYes\n", encoding="utf-8")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqtag",
+            "predict",
+            *args,
+            f"--ckpt_path={best}",
+            f"--data.predict_path={text}",
+            "--data.predict_format=text",
+            "--trainer.enable_progress_bar=true",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["The", "dog", "barks", ".", "", "Yes", ""]
+    assert all(len(line.split("\t")) == 2 for line in lines if line)
