@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seqtag.data.batching import EncodedSentence, LengthBucketSampler, collate
 from seqtag.data.schemes import allowed_transitions, convert_tags
@@ -153,6 +154,8 @@ class SequenceTagger(pl.LightningModule):
             setattr(self, f"{stage}_acc", TokenAccuracy())
             spans = SpanF1(list(vocab.tags), vocab.corpus_scheme) if vocab.corpus_scheme else None
             setattr(self, f"{stage}_spans", spans)
+        # Tag-level confusion on the test set (training-scheme tags), for ConfusionMatrixPlot.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=len(vocab.tags))
 
     def _datamodule(self) -> Any:
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -224,6 +227,9 @@ class SequenceTagger(pl.LightningModule):
         accuracy = getattr(self, f"{stage}_acc")
         accuracy.update(predicted, batch["tags"])
         self.log(f"{stage}_acc", accuracy, prog_bar=True, batch_size=size)
+        if stage == "test":
+            known = batch["tags"] >= 0
+            self.test_confusion.update(predicted[known], batch["tags"][known])
         spans = getattr(self, f"{stage}_spans")
         if spans is not None:
             spans.update_strings(self._to_corpus_tags(predicted, batch["lengths"]), batch["gold"])

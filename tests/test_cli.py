@@ -223,3 +223,19 @@ def test_predict_to_stdout_prints_only_conll(trained, tmp_path):
     lines = result.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["The", "dog", "barks", ".", "", "Yes", ""]
     assert all(len(line.split("\t")) == 2 for line in lines if line)
+
+
+def test_confusion_matrix_png_after_test(trained, tmp_path):
+    args, best = trained
+    image = tmp_path / "confusion.png"
+    main(
+        [
+            "test",
+            *args,
+            f"--ckpt_path={best}",
+            "--trainer.callbacks+=seqtag.callbacks.ConfusionMatrixPlot",
+            "--trainer.callbacks.top_k=5",
+            f"--trainer.callbacks.output={image}",
+        ]
+    )
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
