@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import DATA, head_sentences
 
+from seqtag.callbacks import PredictionWriter
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.data.formats import read_conllu
 from seqtag.errors import CheckpointError
@@ -380,6 +381,20 @@ def test_export_agrees_with_seqtag_on_the_ewt_test_set(tmp_path):
     ]
     accuracy = sum(gold == predicted for gold, predicted in pairs) / len(pairs)
     assert accuracy > 0.6  # a real, if briefly trained, tagger
+    # What `seqtag predict` writes (Trainer.predict + PredictionWriter) is the reference too.
+    written = tmp_path / "predicted.conll"
+    predict_data = TaggingDataModule(
+        predict_path=str(ewt / "en_ewt-ud-test.conllu.gz"), format="conllu"
+    )
+    pl.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[PredictionWriter(output=str(written))],
+        default_root_dir=tmp_path,
+    ).predict(tagger, datamodule=predict_data, return_predictions=False)
+    blocks = written.read_text(encoding="utf-8").strip("\n").split("\n\n")
+    from_cli = [[line.split("\t")[1] for line in block.splitlines()] for block in blocks]
+    assert from_cli == expected
     timings = {}
     for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
         output = tmp_path / f"ewt{suffix}"
