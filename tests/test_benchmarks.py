@@ -1,0 +1,74 @@
+"""Smoke test of benchmarks/run.py: it runs and reports every number (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, shared_path
+
+VARIANT_FIELDS = (
+    "train_tokens_per_second",
+    "train_epoch_seconds",
+    "train_epoch_tokens",
+    "startup_seconds",
+    "startup_seconds_from_process_start",
+    "tag_api_tokens_per_second",
+    "predict_tokens_per_second",
+    "peak_rss_mib",
+    "padding_efficiency_sampler",
+    "padding_efficiency_measured",
+    "lstm_forward_flops_per_token",
+    "lstm_train_gflops_per_second",
+    "matmul_peak_gflops_per_second",
+    "lstm_fraction_of_matmul_peak",
+    "torch_num_threads",
+)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_every_number(tmp_path):
+    shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
+    shared_path("embeddings", "w2v-en-100d.bin")
+    output = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text(encoding="utf-8"))
+    assert results["mode"] == "quick"
+    machine = results["machine"]
+    assert machine["torch_num_threads"] > 0
+    assert machine["torch_version"] and machine["cpu_model"]
+    assert len(machine["load_average"]) == 3
+    assert set(results["variants"]) == {"softmax", "crf"}
+    for name, variant in results["variants"].items():
+        assert variant["decoder"] == name
+        for field in VARIANT_FIELDS:
+            value = variant[field]
+            assert isinstance(value, (int, float)) and value > 0, (name, field, value)
+        for field in ("padding_efficiency_sampler", "padding_efficiency_measured"):
+            assert variant[field] <= 1.0
+        # The sampler's own estimate describes exactly the batches that were timed.
+        assert variant["padding_efficiency_sampler"] == pytest.approx(
+            variant["padding_efficiency_measured"]
+        )
+    assert "softmax" in done.stdout and "crf" in done.stdout
+
+
+def test_missing_data_exits_with_a_message(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--data-root", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
