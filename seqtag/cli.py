@@ -27,6 +27,7 @@ from seqtag.callbacks import PredictionProgressBar, PredictionWriter
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, SeqtagError
 from seqtag.module import CHECKPOINT_KEY, SequenceTagger
+from seqtag.resume import install_resume_support
 
 
 class CommandLineError(SeqtagError):
@@ -99,6 +100,7 @@ class SeqtagCLI(LightningCLI):
             ) from err
 
     def after_instantiate_classes(self) -> None:
+        install_resume_support(self.trainer)
         _progress_bar_on_stderr(self.trainer)
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         optimizer_init = config.get("optimizer")

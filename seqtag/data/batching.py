@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 #: Target id of padding positions: ignored by the loss and by every metric.
 PAD_TARGET = -100
@@ -133,6 +133,8 @@ class LengthBucketSampler(DistributedSampler):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size = batch_size
         self.pool_size = pool_size
+        #: ``(epoch, batches to skip)`` for the next pass, set by :meth:`resume_at`.
+        self._resume: tuple[int, int] | None = None
 
     def _training_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch))
@@ -158,8 +160,29 @@ class LengthBucketSampler(DistributedSampler):
         order = np.argsort(self.lengths, kind="stable")[self.rank :: self.num_replicas]
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass continue epoch ``epoch`` after its first ``batches_done`` batches.
+
+        A finished epoch (``batches_done >= len(self)``) resumes at the start of the next one.
+        The skip applies to the next pass only, and only if the epoch is still ``epoch`` when
+        it starts (Lightning may call :meth:`set_epoch` in between).
+        """
+        if batches_done >= len(self):
+            epoch, batches_done = epoch + 1, 0
+        self.set_epoch(epoch)
+        self._resume = (epoch, batches_done)
+
+    @property
+    def pending_skip(self) -> int:
+        """Batches the next pass will skip (0 unless :meth:`resume_at` was called)."""
+        if self._resume is not None and self._resume[0] == self.epoch:
+            return self._resume[1]
+        return 0
+
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._batches():
+        skip = self.pending_skip
+        self._resume = None
+        for batch in self._batches()[skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -181,3 +204,60 @@ class LengthBucketSampler(DistributedSampler):
             real += int(lengths.sum())
             padded += int(lengths.max()) * len(batch)
         return real / padded if padded else 1.0
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`LengthBucketSampler` that can resume in the middle of an epoch.
+
+    Lightning saves ``state_dict()`` of every training loader that has one in the checkpoint
+    (``loops.fit_loop.state_dict.combined_loader``) and calls ``load_state_dict()`` before it
+    iterates again after ``--ckpt_path``. The state is the sampler's epoch and how many batches
+    this loader has handed out in it (counted here, after the worker processes, so their
+    read-ahead does not count); the restored pass skips those batches without loading them.
+    The state is plain ints, so the checkpoint still opens with ``weights_only=True``.
+    """
+
+    _batches_done = 0
+    _epoch = 0
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        # Not a generator: DataLoader.__iter__ draws its base seed from torch's global
+        # generator, and that draw must happen when Lightning calls iter() (before a restored
+        # random state is put back), not lazily at the first batch.
+        sampler = self.sampler
+        if isinstance(sampler, LengthBucketSampler):
+            self._epoch = sampler.epoch
+            self._batches_done = sampler.pending_skip
+        return _CountingIterator(self, super().__iter__())
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.sampler
+        if not isinstance(sampler, LengthBucketSampler):
+            return {}
+        if self._epoch != sampler.epoch:  # not iterated in this epoch yet
+            return {"epoch": int(sampler.epoch), "batches_done": 0}
+        return {"epoch": int(self._epoch), "batches_done": int(self._batches_done)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        sampler = self.sampler
+        if isinstance(sampler, LengthBucketSampler) and "epoch" in state_dict:
+            sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+
+class _CountingIterator:
+    """Counts the batches a :class:`ResumableDataLoader` pass hands out."""
+
+    def __init__(self, loader: ResumableDataLoader, iterator: Iterator[dict[str, Tensor]]):
+        self.loader = loader
+        self.iterator = iterator
+
+    def __iter__(self) -> _CountingIterator:
+        return self
+
+    def __next__(self) -> dict[str, Tensor]:
+        batch = next(self.iterator)
+        self.loader._batches_done += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.iterator)

@@ -23,6 +23,7 @@ from seqtag.data.batching import (
     EncodedDataset,
     EncodedSentence,
     LengthBucketSampler,
+    ResumableDataLoader,
     collate,
 )
 from seqtag.data.formats import CorpusFormat, Sentence, read_corpus
@@ -292,7 +293,9 @@ class TaggingDataModule(pl.LightningDataModule):
                 f"the {split} data has {len(dataset)} sentence(s) for {sampler.num_replicas} "
                 "processes, which need one each: use fewer devices (--trainer.devices)"
             )
-        return DataLoader(
+        # The training loader can resume mid-epoch from a checkpoint (see ResumableDataLoader).
+        loader_class = ResumableDataLoader if shuffle else DataLoader
+        return loader_class(
             dataset,
             sampler=sampler,
             batch_size=None,

@@ -1,0 +1,278 @@
+"""Reproducible training and exact resumption after a kill (issue 7).
+
+The slow tests run ``python -m seqtag fit`` in subprocesses on 300 EWT sentences: two runs
+with the same seed must agree to the last bit, and a run killed with SIGKILL in the middle of
+an epoch and resumed from ``last.ckpt`` must end with the same metrics and weights as a run
+that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from seqtag.data.batching import (
+    EncodedDataset,
+    EncodedSentence,
+    LengthBucketSampler,
+    ResumableDataLoader,
+    collate,
+)
+from seqtag.resume import (
+    AtomicCheckpointIO,
+    RNGStateCallback,
+    collect_rng_states,
+    set_rng_states,
+)
+
+CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
+
+# Test-only callbacks, imported by the subprocesses from a temporary folder on PYTHONPATH.
+HELPERS = textwrap.dedent(
+    """
+    import os
+    import signal
+
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+
+    class KillAtStep(Callback):
+        '''SIGKILL this process once training reaches global step ``step``.'''
+
+        def __init__(self, step: int = 0):
+            self.step = step
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+    class SaveFinalWeights(Callback):
+        '''Write the weights at the very end of training (last.ckpt may be older).'''
+
+        def __init__(self, path: str = "final.pt"):
+            self.path = path
+
+        def on_train_end(self, trainer, pl_module):
+            torch.save({"step": trainer.global_step, "weights": pl_module.state_dict()}, self.path)
+    """
+)
+
+
+# -- fast unit tests -------------------------------------------------------------------------
+def _dataset(count: int = 50) -> EncodedDataset:
+    rng = np.random.default_rng(0)
+    return EncodedDataset(
+        [
+            EncodedSentence(i, np.arange(1, n + 1), np.zeros(n, dtype=np.int64), None)
+            for i, n in enumerate(rng.integers(1, 20, size=count))
+        ]
+    )
+
+
+def _loader(dataset: EncodedDataset) -> ResumableDataLoader:
+    sampler = LengthBucketSampler(
+        dataset.lengths, 4, shuffle=True, seed=3, pool_size=2, num_replicas=1, rank=0
+    )
+    return ResumableDataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=collate)
+
+
+def test_sampler_resume_at_skips_the_done_batches_once():
+    lengths = list(range(1, 41))
+    sampler = LengthBucketSampler(lengths, 4, shuffle=True, seed=1, num_replicas=1, rank=0)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.resume_at(2, 3)
+    assert list(sampler) == full[3:]
+    assert list(sampler) == full  # the skip applies to one pass only
+    sampler.resume_at(2, len(sampler))  # a finished epoch resumes at the next one
+    assert sampler.epoch == 3
+    sampler.set_epoch(3)
+    assert len(list(sampler)) == len(sampler)
+
+
+def test_loader_state_round_trip_continues_mid_epoch():
+    dataset = _dataset()
+    loader = _loader(dataset)
+    loader.sampler.set_epoch(1)
+    iterator = iter(loader)
+    seen = [next(iterator)["index"].tolist() for _ in range(5)]
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "batches_done": 5}
+    rest = [batch["index"].tolist() for batch in iterator]
+
+    restored = _loader(dataset)  # a fresh process: epoch 0, nothing seen
+    restored.load_state_dict(state)
+    resumed = [batch["index"].tolist() for batch in restored]
+    assert resumed == rest
+    assert restored.state_dict() == {"epoch": 1, "batches_done": len(seen) + len(rest)}
+    assert len(restored) == len(seen) + len(rest)  # Lightning's batch count stays per epoch
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    callback = RNGStateCallback()
+    path = tmp_path / "state.pt"
+    torch.save(callback.state_dict(), path)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(7)  # move all generators on
+    np.random.rand(7)
+    random.random()
+
+    restored = RNGStateCallback()
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    restored.on_train_start(None, None)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+    set_rng_states(collect_rng_states())  # idempotent
+
+
+def test_atomic_checkpoint_io_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    mode = path.stat().st_mode & 0o777
+
+    def interrupted_save(obj, stream, *args, **kwargs):
+        stream.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # stands in for a kill in the middle of writing
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file left
+    io.save_checkpoint({"step": torch.tensor(3)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 3
+    assert path.stat().st_mode & 0o777 == mode
+    assert isinstance(io, TorchCheckpointIO)  # loading stays Lightning's
+
+
+# -- end to end (subprocesses) ------------------------------------------------------------
+STEPS_PER_EPOCH = 38  # 300 sentences in batches of 8
+KILL_STEP = 47  # epoch 1, two steps after the step-45 checkpoint
+
+
+def _fit(ewt_slice, run: Path, helpers: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "seqtag",
+        "fit",
+        "--config",
+        str(CONFIG),
+        f"--data.train_path={ewt_slice['train']}",
+        f"--data.val_path={ewt_slice['dev']}",
+        "--data.test_path=null",
+        "--data.batch_size=8",
+        "--model.init_args.hidden_size=16",
+        "--seed_everything=42",
+        "--trainer.max_epochs=2",
+        "--trainer.deterministic=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger.init_args.save_dir={run}",
+        f"--checkpoint.dirpath={run / 'checkpoints'}",
+        "--checkpoint.every_n_train_steps=5",
+        "--trainer.callbacks+=seqtag.resume.RNGStateCallback",
+        "--trainer.plugins=seqtag.resume.AtomicCheckpointIO",
+        "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
+        f"--trainer.callbacks.path={run / 'final.pt'}",
+        *extra,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(helpers))
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _val_acc(run: Path) -> list[tuple[int, str]]:
+    """(epoch, val_acc as written) for every validation, over all logger versions in order."""
+    rows = []
+    versions = sorted((run / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    for version in versions:
+        with open(version / "metrics.csv", newline="") as stream:
+            rows += [
+                (int(row["epoch"]), row["val_acc"])
+                for row in csv.DictReader(stream)
+                if row.get("val_acc")
+            ]
+    return rows
+
+
+def _final(run: Path) -> dict:
+    return torch.load(run / "final.pt", weights_only=True)
+
+
+def _assert_same_weights(first: dict, second: dict) -> None:
+    assert first["step"] == second["step"] == 2 * STEPS_PER_EPOCH
+    assert first["weights"].keys() == second["weights"].keys()
+    for name, tensor in first["weights"].items():
+        assert torch.equal(tensor, second["weights"][name]), name
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("helpers")
+    (folder / "resume_helpers.py").write_text(HELPERS, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ewt_slice, helpers, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted")
+    result = _fit(ewt_slice, run, helpers)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_runs(ewt_slice, helpers, uninterrupted, tmp_path):
+    result = _fit(ewt_slice, tmp_path, helpers)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_val_acc(uninterrupted)) == 2
+    assert _val_acc(tmp_path) == _val_acc(uninterrupted)
+    _assert_same_weights(_final(tmp_path), _final(uninterrupted))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path):
+    killed = _fit(
+        ewt_slice,
+        tmp_path,
+        helpers,
+        "--trainer.callbacks+=resume_helpers.KillAtStep",
+        f"--trainer.callbacks.step={KILL_STEP}",
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    # The newest checkpoint is mid-epoch 1, and carries the loader position and RNG state.
+    assert checkpoint["global_step"] == 45
+    assert checkpoint["epoch"] == 1
+    loader_states = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_states == [{"epoch": 1, "batches_done": 45 - STEPS_PER_EPOCH}]
+    assert "RNGStateCallback" in checkpoint["callbacks"]
+
+    resumed = _fit(ewt_slice, tmp_path, helpers, f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "dataloader is not resumable" not in resumed.stderr
+    assert _val_acc(tmp_path) == _val_acc(uninterrupted)
+    _assert_same_weights(_final(tmp_path), _final(uninterrupted))
