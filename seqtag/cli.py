@@ -99,6 +99,12 @@ class SeqtagCLI(LightningCLI):
                 f"{_summarize_parser_error(str(err))}"
             ) from err
 
+    def before_instantiate_classes(self) -> None:
+        # Checkpoints are opened with weights_only=True unless the user asks otherwise, also on
+        # torch versions whose torch.load default still unpickles arbitrary objects.
+        if self.subcommand and self.config[self.subcommand].get("weights_only") is None:
+            self.config[self.subcommand]["weights_only"] = True
+
     def after_instantiate_classes(self) -> None:
         install_resume_support(self.trainer)
         _progress_bar_on_stderr(self.trainer)

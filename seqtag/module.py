@@ -201,6 +201,30 @@ class SequenceTagger(pl.LightningModule):
         if datamodule is not None and hasattr(datamodule, "use_vocabularies"):
             datamodule.use_vocabularies(vocabularies)
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> SequenceTagger:
+        """Lightning's loader with ``weights_only=True`` by default, on every torch version.
+
+        seqtag checkpoints hold only tensors and plain data, so nothing in them needs
+        unpickling, and a crafted file cannot run code when it is opened.
+        """
+        return super().load_from_checkpoint(
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            **kwargs,
+        )
+
     def _require_vocabularies(self) -> Vocabularies:
         self._require_tagger()
         return self.vocabularies
