@@ -51,6 +51,8 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._results = []
+        if hasattr(pl_module, "predict_confidences"):
+            pl_module.predict_confidences = self.confidences
 
     def write_on_batch_end(
         self,

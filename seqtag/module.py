@@ -78,6 +78,8 @@ class SequenceTagger(pl.LightningModule):
         self.save_hyperparameters()
         self.vocabularies: Vocabularies | None = None
         self.tagger: Tagger | None = None
+        #: Whether predict_step computes per-token confidences (CRF marginals cost extra).
+        self.predict_confidences = True
 
     # -- building -------------------------------------------------------------------------
     def build(
@@ -292,15 +294,29 @@ class SequenceTagger(pl.LightningModule):
         self._log_spans("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Per sentence: its position in the input, tags (corpus scheme) and confidences."""
-        best, confidence = self.tagger.decode(self(batch), batch["mask"])
+        """Per sentence: its position in the input, tags (corpus scheme) and confidences.
+
+        Confidences are ``None`` when :attr:`predict_confidences` is off (the prediction writer
+        turns it off when it does not write them): a CRF then skips its forward-backward pass.
+        """
+        return self._predict_batch(batch, self.predict_confidences)
+
+    def _predict_batch(self, batch: dict[str, Any], confidences: bool) -> list[dict[str, Any]]:
+        emissions = self(batch)
+        if confidences:
+            best, confidence = self.tagger.decode(emissions, batch["mask"])
+            rows: list[Any] = confidence.float().tolist()
+        else:
+            best = self.tagger.predict(emissions, batch["mask"])
+            rows = [None] * len(best)
         tags = self._to_corpus_tags(best, batch["lengths"])
-        confidences = confidence.float().tolist()
         return [
-            {"index": index, "tags": sentence_tags, "confidences": conf[: len(sentence_tags)]}
-            for index, sentence_tags, conf in zip(
-                batch["index"].tolist(), tags, confidences, strict=True
-            )
+            {
+                "index": index,
+                "tags": sentence_tags,
+                "confidences": row[: len(sentence_tags)] if row is not None else None,
+            }
+            for index, sentence_tags, row in zip(batch["index"].tolist(), tags, rows, strict=True)
         ]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -346,7 +362,7 @@ class SequenceTagger(pl.LightningModule):
             for positions in sampler:
                 batch = collate([encoded[p] for p in positions])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                for sentence in self.predict_step(batch, 0):
+                for sentence in self._predict_batch(batch, confidences=True):
                     results[sentence["index"]] = list(
                         zip(sentence["tags"], sentence["confidences"], strict=True)
                     )
