@@ -287,6 +287,9 @@ class SequenceTagger(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_spans("val")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()  # counts of one test run only
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
