@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seqtag.data.batching import EncodedSentence, LengthBucketSampler, collate
+from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
 from seqtag.data.schemes import allowed_transitions, convert_tags
 from seqtag.data.vocab import Vocabularies
 from seqtag.distributed import configure_threads
@@ -342,14 +341,7 @@ class SequenceTagger(pl.LightningModule):
         tagger = self._require_tagger()
         vocab = self.vocabularies
         encoded = [
-            EncodedSentence(
-                i,
-                np.asarray(vocab.encode_words(tokens), dtype=np.int64),
-                None,
-                [np.asarray(c, dtype=np.int64) for c in vocab.encode_chars(tokens)]
-                if vocab.chars is not None
-                else None,
-            )
+            encode_sentence(vocab, i, tokens)
             for i, tokens in enumerate(sentences)
             if len(tokens) > 0
         ]

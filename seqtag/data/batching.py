@@ -18,6 +18,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from seqtag.data.vocab import Vocabularies
+
 #: Target id of padding positions: ignored by the loss and by every metric.
 PAD_TARGET = -100
 #: Target id of a gold tag that the training data never had: never predicted, so always wrong.
@@ -33,6 +35,24 @@ class EncodedSentence:
     tags: np.ndarray | None
     chars: list[np.ndarray] | None
     gold: tuple[str, ...] | None = None
+
+
+def encode_sentence(
+    vocabularies: Vocabularies,
+    index: int,
+    tokens: Sequence[str],
+    tags: np.ndarray | None = None,
+    gold: tuple[str, ...] | None = None,
+) -> EncodedSentence:
+    """Word (and, when the model has them, character) ids of one tokenised sentence.
+
+    The one place text becomes model input, shared by the DataModule and ``tag()``.
+    """
+    chars = None
+    if vocabularies.chars is not None:
+        chars = [np.asarray(c, dtype=np.int64) for c in vocabularies.encode_chars(tokens)]
+    words = np.asarray(vocabularies.encode_words(tokens), dtype=np.int64)
+    return EncodedSentence(index, words, tags, chars, gold)
 
 
 class EncodedDataset(Dataset):

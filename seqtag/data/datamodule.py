@@ -25,6 +25,7 @@ from seqtag.data.batching import (
     LengthBucketSampler,
     ResumableDataLoader,
     collate,
+    encode_sentence,
 )
 from seqtag.data.formats import CorpusFormat, Sentence, read_corpus
 from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
@@ -263,11 +264,7 @@ class TaggingDataModule(pl.LightningDataModule):
                         tag_id = UNSEEN_TARGET
                     tag_ids.append(tag_id)
                 tags = np.asarray(tag_ids, dtype=np.int64)
-            chars = None
-            if vocab.chars is not None:
-                chars = [np.asarray(c, dtype=np.int64) for c in vocab.encode_chars(sentence.tokens)]
-            words = np.asarray(vocab.encode_words(sentence.tokens), dtype=np.int64)
-            encoded.append(EncodedSentence(i, words, tags, chars, gold))
+            encoded.append(encode_sentence(vocab, i, sentence.tokens, tags, gold))
         if unseen:
             listed = ", ".join(f"{tag} ({n})" for tag, n in unseen.most_common(10))
             log.warning(
