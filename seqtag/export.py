@@ -38,7 +38,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from seqtag.data.vocab import Vocabularies
+from seqtag.data.vocab import SHAPES, Vocabularies, shape_entry
 from seqtag.errors import CheckpointError, SeqtagError
 from seqtag.models.chars import CharBiLSTM, CharCNN
 from seqtag.models.encoder import BiRNNEncoder
@@ -60,8 +60,13 @@ ENCODING_RULES = [
     "Word id: if 'lowercase' is true, lowercase the token first (Python str.lower). Then look "
     "up, in this order, the first form found in 'words': the token itself, the token "
     "lowercased, the token with every ASCII digit 0-9 replaced by '0', the lowercased token "
-    "with every digit replaced by '0'. If none is found, use 'word_unk_id'. The id is the "
-    "position in 'words'.",
+    "with every digit replaced by '0'. If none is found and 'word_unknown_shapes' is null, use "
+    "'word_unk_id'; otherwise use word_unknown_shapes[SHAPE], where SHAPE of the (lowercased, "
+    "if 'lowercase') token is: 'punctuation' if it has no letter (str.isalpha per character) "
+    "and no digit (str.isdigit), 'number' if digits but no letter, 'alphanumeric' if both; "
+    "else a case part, 'lower' if str.islower(), 'upper' if str.isupper(), 'title' if the "
+    "first character is upper case and no later one is, 'mixed' otherwise, followed by "
+    "'-hyphen' if the token contains '-'. The id is the position in 'words'.",
     "Character ids (only when 'chars' is not null): take the original token (not lowercased); "
     "if it has more than 'max_word_length' characters (Unicode code points), keep the first "
     "max_word_length // 2 and the last max_word_length - max_word_length // 2. Each character "
@@ -303,6 +308,9 @@ def export_vocabulary(
         "words": list(words.items),
         "word_pad_id": words.pad_id,
         "word_unk_id": words.unk_id,
+        "word_unknown_shapes": {shape: words.index(shape_entry(shape)) for shape in SHAPES}
+        if words.unknown_shapes
+        else None,
         "lowercase": vocabularies.lowercase,
         "word_fallback": ["exact", "lowercase", "digits", "lowercase+digits"]
         if words.fallback

@@ -139,6 +139,9 @@ class SequenceTagger(pl.LightningModule):
             tagger.crf.set_constraints(
                 *allowed_transitions(vocabularies.tags.items, vocabularies.tag_scheme)
             )
+        if vocabularies.words.unknown_shapes:
+            words = vocabularies.words
+            encoder.set_unknown_ids(torch.tensor([words.unknown_id(w) for w in words.items]))
         if word_counts is not None:
             encoder.set_rare_word_dropout(torch.as_tensor(word_counts), hp.rare_word_dropout)
         if embedding_matrix is not None:

@@ -152,7 +152,7 @@ def test_train_fit_and_tag_in_python(corpus, tmp_path):
     dm = _datamodule(corpus)
     model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0)
     trainer = pl.Trainer(
-        max_epochs=40,
+        max_epochs=100,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

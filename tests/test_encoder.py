@@ -96,3 +96,15 @@ def test_tagger_learns_a_tiny_task(decoder):
     best, confidence = tagger.decode(tagger(words, lengths), mask)
     assert (best[mask] == tags[mask]).all()
     assert (confidence[mask] > 0.5).all()
+
+
+def test_word_dropout_replaces_words_by_their_own_unknown_ids():
+    encoder = BiRNNEncoder(num_words=6, embedding_dim=3, hidden_size=2, word_dropout=1.0)
+    encoder.set_unknown_ids(torch.tensor([0, 1, 1, 2, 2, 1]))
+    seen = []
+    encoder.embeddings.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+    encoder.train()
+    encoder(torch.tensor([[3, 4, 5, 0]]), torch.tensor([3]))
+    assert seen[0].tolist() == [[2, 2, 1, 0]]  # padding stays padding
+    with pytest.raises(ValueError, match="unknown_ids has shape"):
+        encoder.set_unknown_ids(torch.tensor([1, 1]))

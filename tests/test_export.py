@@ -50,7 +50,28 @@ def _word_id(vocab: dict, index: dict[str, int], token: str) -> int:
     for form in (token, token.lower(), token.translate(digits), token.lower().translate(digits)):
         if form in index:
             return index[form]
-    return vocab["word_unk_id"]
+    if vocab["word_unknown_shapes"] is None:
+        return vocab["word_unk_id"]
+    return vocab["word_unknown_shapes"][_shape(token)]
+
+
+def _shape(token: str) -> str:
+    """The unknown-word shape, written from the JSON's rule text alone."""
+    letter = any(c.isalpha() for c in token)
+    digit = any(c.isdigit() for c in token)
+    if not letter:
+        return "number" if digit else "punctuation"
+    if digit:
+        return "alphanumeric"
+    if token.islower():
+        case = "lower"
+    elif token.isupper():
+        case = "upper"
+    elif token[0].isupper() and not any(c.isupper() for c in token[1:]):
+        case = "title"
+    else:
+        case = "mixed"
+    return case + ("-hyphen" if "-" in token else "")
 
 
 def _char_ids(vocab: dict, index: dict[str, int], token: str) -> list[int]:

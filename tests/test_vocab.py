@@ -2,7 +2,16 @@ from collections import Counter
 
 import pytest
 
-from seqtag.data.vocab import PAD, UNK, Vocabularies, Vocabulary, normalize_digits
+from seqtag.data.vocab import (
+    PAD,
+    SHAPES,
+    UNK,
+    Vocabularies,
+    Vocabulary,
+    normalize_digits,
+    shape_entry,
+    word_shape,
+)
 
 
 def test_ids_are_sorted_and_rebuilding_gives_identical_ids():
@@ -88,3 +97,52 @@ def test_lowercase_encoding_and_long_word_chars():
 def test_duplicate_entries_are_rejected():
     with pytest.raises(ValueError, match="unique"):
         Vocabulary(["a", "a"], pad=None, unk=None)
+
+
+@pytest.mark.parametrize(
+    ("word", "shape"),
+    [
+        ("GoogleOS", "mixed"),
+        ("Morphed", "title"),
+        ("NASA", "upper"),
+        ("zebra", "lower"),
+        ("1984", "number"),
+        ("3.5", "number"),
+        ("B52", "alphanumeric"),
+        ("?!", "punctuation"),
+        ("well-known", "lower-hyphen"),
+        ("Jean-Luc", "mixed-hyphen"),
+        ("Anglo-saxon", "title-hyphen"),
+        ("U.S.-BASED", "upper-hyphen"),
+        ("Été", "title"),
+    ],
+)
+def test_word_shape_classes(word, shape):
+    assert word_shape(word) == shape
+    assert shape in SHAPES
+
+
+def test_unknown_words_get_the_entry_of_their_shape():
+    words = Vocabulary(["the", "cat", "0000"], fallback=True, unknown_shapes=True)
+    assert words.items[: 2 + len(SHAPES)] == (PAD, UNK, *(shape_entry(s) for s in SHAPES))
+    assert words.decode([words.index("Zebra")]) == ["<unk:title>"]
+    assert words.decode([words.index("12345")]) == ["<unk:number>"]
+    assert words.decode([words.index("GoogleOS")]) == ["<unk:mixed>"]
+    # Known words and their fallbacks are untouched.
+    assert words.index("The") == words.index("the")
+    assert words.index("1984") == words.index("0000")
+    assert words.unknown_id("Cat") == words.index(shape_entry("title"))
+
+
+def test_shapes_survive_the_checkpoint_round_trip_and_old_vocabularies_have_none():
+    words = Vocabulary(["cat"], fallback=True, unknown_shapes=True)
+    restored = Vocabulary.from_dict(words.to_dict())
+    assert restored == words and restored.index("Dog") == words.index("Dog")
+    old = {"items": ["cat"], "pad": PAD, "unk": UNK, "fallback": True}  # before shapes
+    legacy = Vocabulary.from_dict(old)
+    assert not legacy.unknown_shapes and legacy.index("Dog") == legacy.unk_id
+
+
+def test_shapes_need_an_unknown_entry():
+    with pytest.raises(ValueError, match="unknown_shapes needs"):
+        Vocabulary(["O"], pad=None, unk=None, unknown_shapes=True)

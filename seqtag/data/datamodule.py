@@ -60,6 +60,9 @@ class TaggingDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         min_freq: training words seen fewer times are unknown, unless they have a vector.
         lowercase: lowercase words before lookup (characters keep their case).
+        unknown_shapes: unknown words get one of several unknown entries by their shape
+            (capitalised, all digits, punctuation, hyphenated, ...) instead of one for all;
+            on EWT UPOS this lifted accuracy on unknown words markedly (see README).
         vectors: pretrained word vectors read with gensim.
         vectors_format: ``auto`` or a format of :func:`seqtag.data.embeddings.load_vectors`.
         vectors_top_k: also add the ``k`` most frequent words of the vector table to the
@@ -90,6 +93,7 @@ class TaggingDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         min_freq: int = 1,
         lowercase: bool = False,
+        unknown_shapes: bool = True,
         vectors: str | None = None,
         vectors_format: str = "auto",
         vectors_top_k: int = 0,
@@ -195,7 +199,11 @@ class TaggingDataModule(pl.LightningDataModule):
             if hp.vectors_top_k:
                 extra.update(norm(w) for w in vectors.words[: hp.vectors_top_k])
         words = Vocabulary.from_counts(
-            word_counts, min_freq=hp.min_freq, extra=extra, fallback=True
+            word_counts,
+            min_freq=hp.min_freq,
+            extra=extra,
+            fallback=True,
+            unknown_shapes=hp.unknown_shapes,
         )
         chars = None
         if hp.char_vocabulary:
@@ -213,7 +221,11 @@ class TaggingDataModule(pl.LightningDataModule):
         self.word_counts = np.array([word_counts.get(w, 0) for w in words.items], dtype=np.float32)
         if vectors is not None:
             self.embedding_matrix, _ = align_vectors(
-                vectors, words.items, word_counts=word_counts, seed=hp.seed
+                vectors,
+                words.items,
+                special=words.num_specials,
+                word_counts=word_counts,
+                seed=hp.seed,
             )
         log.info(
             "vocabularies: %d words, %d tags%s",

@@ -16,6 +16,50 @@ UNK = "<unk>"
 
 _DIGITS = str.maketrans("0123456789", "0000000000")
 
+#: Shapes of unknown words (see :func:`word_shape`); each has its own unknown entry.
+SHAPES: tuple[str, ...] = (
+    "punctuation",
+    "number",
+    "alphanumeric",
+    "lower",
+    "title",
+    "upper",
+    "mixed",
+    "lower-hyphen",
+    "title-hyphen",
+    "upper-hyphen",
+    "mixed-hyphen",
+)
+
+
+def word_shape(word: str) -> str:
+    """A coarse shape class of a word: its case pattern, digits, punctuation and hyphens.
+
+    An unknown capitalised word is most likely a proper noun, an unknown all-digit word a
+    number: one shared unknown entry throws that evidence away. These classes are read off the
+    spelling only (no character model), like the unknown-word signatures of classic taggers.
+    """
+    has_letter = any(c.isalpha() for c in word)
+    has_digit = any(c.isdigit() for c in word)
+    if not has_letter:
+        return "number" if has_digit else "punctuation"
+    if has_digit:
+        return "alphanumeric"
+    if word.islower():
+        case = "lower"
+    elif word.isupper():
+        case = "upper"
+    elif word[0].isupper() and not any(c.isupper() for c in word[1:]):
+        case = "title"
+    else:
+        case = "mixed"
+    return f"{case}-hyphen" if "-" in word else case
+
+
+def shape_entry(shape: str) -> str:
+    """The vocabulary entry of unknown words of one shape, such as ``<unk:title>``."""
+    return f"<unk:{shape}>"
+
 
 def normalize_digits(word: str) -> str:
     """Map every ASCII digit to ``0`` so that unseen numbers share the ids of seen ones."""
@@ -32,6 +76,8 @@ class Vocabulary:
         fallback: look words up exact, then lowercased, then with digits normalised, before
             giving up with ``unk``; this is how word forms never seen in training still find
             the row of a seen spelling.
+        unknown_shapes: give unknown words one unknown entry per :func:`word_shape`
+            (``<unk:title>``, ``<unk:number>``, ...) after ``unk`` instead of ``unk`` itself.
     """
 
     def __init__(
@@ -41,8 +87,13 @@ class Vocabulary:
         pad: str | None = PAD,
         unk: str | None = UNK,
         fallback: bool = False,
+        unknown_shapes: bool = False,
     ) -> None:
+        if unknown_shapes and unk is None:
+            raise ValueError("unknown_shapes needs an unknown entry (unk)")
         specials = [s for s in (pad, unk) if s is not None]
+        if unknown_shapes:
+            specials += [shape_entry(shape) for shape in SHAPES]
         entries = specials + [item for item in items if item not in specials]
         self._items: tuple[str, ...] = tuple(entries)
         self._index: dict[str, int] = {item: i for i, item in enumerate(self._items)}
@@ -52,6 +103,7 @@ class Vocabulary:
         self.pad = pad
         self.unk = unk
         self.fallback = fallback
+        self.unknown_shapes = unknown_shapes
         self.pad_id = self._index[pad] if pad is not None else None
         self.unk_id = self._index[unk] if unk is not None else None
         self.num_specials = len(specials)
@@ -109,6 +161,12 @@ class Vocabulary:
             return found
         if self.unk_id is None:
             raise KeyError(item)
+        return self.unknown_id(item)
+
+    def unknown_id(self, item: str) -> int:
+        """The id ``item`` would get if it were unknown: its shape's entry, or ``unk``."""
+        if self.unknown_shapes:
+            return self._index[shape_entry(word_shape(item))]
         return self.unk_id
 
     def encode(self, items: Iterable[str]) -> list[int]:
@@ -124,11 +182,18 @@ class Vocabulary:
             "pad": self.pad,
             "unk": self.unk,
             "fallback": self.fallback,
+            "unknown_shapes": self.unknown_shapes,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Vocabulary:
-        return cls(data["items"], pad=data["pad"], unk=data["unk"], fallback=data["fallback"])
+        return cls(
+            data["items"],
+            pad=data["pad"],
+            unk=data["unk"],
+            fallback=data["fallback"],
+            unknown_shapes=bool(data.get("unknown_shapes", False)),
+        )
 
 
 @dataclass(frozen=True)

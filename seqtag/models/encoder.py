@@ -63,6 +63,10 @@ class BiRNNEncoder(nn.Module):
         self.word_dropout = word_dropout
         # Per-word probability of becoming unknown in training (see set_rare_word_dropout).
         self.register_buffer("unknown_probability", torch.zeros(num_words))
+        # What each word becomes when dropped: the unknown id, or its shape's unknown id.
+        self.register_buffer(
+            "unknown_ids", torch.full((num_words,), unk_id, dtype=torch.long), persistent=False
+        )
         self.pad_id = pad_id
         self.unk_id = unk_id
         self.output_dim = 2 * hidden_size
@@ -79,6 +83,19 @@ class BiRNNEncoder(nn.Module):
         probability[self.pad_id] = 0.0
         probability[self.unk_id] = 0.0
         self.unknown_probability.copy_(probability)
+
+    def set_unknown_ids(self, unknown_ids: Tensor) -> None:
+        """Ids [num_words] that word dropout puts in place of each word.
+
+        With unknown-word shapes (:class:`seqtag.data.vocab.Vocabulary`), a dropped word
+        becomes the unknown entry of its own shape, as an unseen word of that spelling would.
+        """
+        if tuple(unknown_ids.shape) != tuple(self.unknown_ids.shape):
+            raise ValueError(
+                f"unknown_ids has shape {tuple(unknown_ids.shape)}, expected "
+                f"{tuple(self.unknown_ids.shape)}"
+            )
+        self.unknown_ids.copy_(unknown_ids)
 
     def load_pretrained(self, matrix: Tensor) -> None:
         """Copy an aligned pretrained matrix [num_words, embedding_dim] into the table."""
@@ -104,7 +121,7 @@ class BiRNNEncoder(nn.Module):
         if self.training:
             probability = self.unknown_probability[words] + self.word_dropout
             drop = torch.rand(words.shape, device=words.device) < probability
-            words = words.masked_fill(drop & (words != self.pad_id), self.unk_id)
+            words = torch.where(drop & (words != self.pad_id), self.unknown_ids[words], words)
         features = self.embeddings(words)
         if self.char_encoder is not None:
             if chars is None:

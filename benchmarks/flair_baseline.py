@@ -1,0 +1,306 @@
+"""The peer to beat: flair 0.15.1's SequenceTagger on the same data, vectors and architecture.
+
+Runs in a separate virtual environment that has flair (never seqtag's: flair pins its own
+dependencies, and seqtag must not depend on it)::
+
+    python3 -m venv /tmp/flairenv
+    /tmp/flairenv/bin/pip install torch==2.13.0 "flair[word-embeddings]==0.15.1"
+    /tmp/flairenv/bin/python benchmarks/flair_baseline.py speed --decoder crf
+    /tmp/flairenv/bin/python benchmarks/flair_baseline.py quality --task conll2000 --seed 1
+
+``speed`` mirrors ``benchmarks/run.py`` for one decoder: one training epoch on EWT UPOS timed
+between flair's ``before_training_epoch`` and ``after_training_epoch`` events (flair's own
+``ModelTrainer``, so its data handling is part of the cost, as for a flair user), then
+``SequenceTagger.predict`` on the test set at batch 256, and the process's peak RSS.
+``quality`` trains for the task's epochs with flair's default recipe (SGD at 0.1, annealed on
+the dev score) and reports the test score: accuracy for UPOS, span F1 for chunking and NER,
+from flair's own evaluation.
+
+The architecture follows seqtag's configs: the shared 100-d word2vec vectors fine-tuned
+(English tasks only), a 1-layer BiLSTM of 256 units per direction, softmax or CRF, and for the
+character variants flair's character BiLSTM (``CharacterEmbeddings``: 25-d characters, 25
+units per direction, as in seqtag's ``char_features: lstm``). ``reproject_embeddings`` is off,
+so no extra linear layer sits between embeddings and RNN; flair's own dropouts (word 0.05,
+locked 0.5) are left at their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+VECTORS = DATA / "embeddings" / "w2v-en-100d.bin"
+
+#: task -> (files (train, dev, test), token column, tag column, reader, English?, epochs)
+TASKS = {
+    "ewt_upos": {
+        "files": [
+            "ud_en_ewt/en_ewt-ud-train.conllu",
+            "ud_en_ewt/en_ewt-ud-dev.conllu",
+            "ud_en_ewt/en_ewt-ud-test.conllu",
+        ],
+        "reader": "conllu",
+        "english": True,
+        "epochs": 10,
+        "span": False,
+    },
+    "conll2000": {
+        "files": ["conll2000/train.txt", None, "conll2000/test.txt"],
+        "reader": "columns",
+        "english": True,
+        "epochs": 15,
+        "span": True,
+        "val_from_train": 1000,
+    },
+    "conll2002_es": {
+        "files": ["conll2002/esp.train", "conll2002/esp.testa", "conll2002/esp.testb"],
+        "reader": "columns",
+        "english": False,
+        "epochs": 20,
+        "span": True,
+    },
+    "conll2002_nl": {
+        "files": ["conll2002/ned.train", "conll2002/ned.testa", "conll2002/ned.testb"],
+        "reader": "columns",
+        "english": False,
+        "epochs": 20,
+        "span": True,
+    },
+}
+
+
+def read_sentences(path: Path, reader: str) -> list[list[tuple[str, str]]]:
+    """(token, tag) pairs per sentence: UPOS of CoNLL-U words, or first and last column."""
+    sentences, current = [], []
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            line = line.rstrip("\n")
+            if not line.strip():
+                if current:
+                    sentences.append(current)
+                current = []
+                continue
+            if reader == "conllu":
+                if line.startswith("#"):
+                    continue
+                fields = line.split("\t")
+                if "-" in fields[0] or "." in fields[0]:
+                    continue  # multiword tokens and empty nodes are not tagged
+                current.append((fields[1], fields[3]))
+            else:
+                fields = line.split()
+                if fields[0] == "-DOCSTART-":
+                    continue
+                current.append((fields[0], fields[-1]))
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def write_columns(sentences: list[list[tuple[str, str]]], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        for sentence in sentences:
+            for token, tag in sentence:
+                stream.write(f"{token}\t{tag}\n")  # EWT has tokens with spaces
+            stream.write("\n")
+
+
+def build_corpus(task: str, folder: Path, train_limit: int | None = None):
+    """Write the task's splits as 2-column files and read them with flair's ColumnCorpus."""
+    from flair.datasets import ColumnCorpus
+
+    spec = TASKS[task]
+    train_file, dev_file, test_file = (DATA / f if f else None for f in spec["files"])
+    train = read_sentences(train_file, spec["reader"])
+    if spec.get("val_from_train"):
+        dev = train[-spec["val_from_train"] :]
+        train = train[: -spec["val_from_train"]]
+    else:
+        dev = read_sentences(dev_file, spec["reader"])
+    if train_limit:
+        train = train[:train_limit]
+    test = read_sentences(test_file, spec["reader"])
+    for name, sentences in (("train", train), ("dev", dev), ("test", test)):
+        write_columns(sentences, folder / f"{name}.txt")
+    return ColumnCorpus(
+        folder,
+        {0: "text", 1: "tag"},
+        train_file="train.txt",
+        dev_file="dev.txt",
+        test_file="test.txt",
+        column_delimiter="\t",
+    )
+
+
+def build_tagger(corpus, task: str, decoder: str, chars: str, hidden_size: int):
+    from flair.embeddings import CharacterEmbeddings, StackedEmbeddings, WordEmbeddings
+    from flair.models import SequenceTagger
+
+    spec = TASKS[task]
+    embeddings = []
+    if spec["english"]:
+        embeddings.append(WordEmbeddings(str(VECTORS), fine_tune=True))
+    else:
+        # No vectors for Spanish and Dutch: a trainable table over the training words, as
+        # seqtag does (flair's OneHotEmbeddings with 100 dimensions).
+        from flair.embeddings import OneHotEmbeddings
+
+        embeddings.append(OneHotEmbeddings.from_corpus(corpus, embedding_length=100))
+    if chars == "lstm":
+        embeddings.append(CharacterEmbeddings())
+    stacked = embeddings[0] if len(embeddings) == 1 else StackedEmbeddings(embeddings)
+    dictionary = corpus.make_label_dictionary("tag", add_unk=False)
+    return SequenceTagger(
+        embeddings=stacked,
+        tag_dictionary=dictionary,
+        tag_type="tag",
+        hidden_size=hidden_size,
+        rnn_layers=1,
+        use_crf=decoder == "crf",
+        reproject_embeddings=False,
+    )
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_speed(args: argparse.Namespace) -> dict:
+    import flair
+    import torch
+    from flair.trainers import ModelTrainer
+    from flair.trainers.plugins.base import TrainerPlugin
+
+    flair.set_seed(args.seed)
+    epochs: list[dict] = []
+
+    class EpochClock(TrainerPlugin):
+        @TrainerPlugin.hook
+        def before_training_epoch(self, epoch: int, **_: object) -> None:
+            self.start = time.perf_counter()
+
+        @TrainerPlugin.hook
+        def after_training_epoch(self, epoch: int, **_: object) -> None:
+            epochs.append({"epoch": epoch, "seconds": time.perf_counter() - self.start})
+
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = build_corpus("ewt_upos", Path(folder), args.train_sentences)
+        tagger = build_tagger(corpus, "ewt_upos", args.decoder, args.chars, args.hidden_size)
+        train_tokens = sum(len(s) for s in corpus.train)
+        ModelTrainer(tagger, corpus).train(
+            Path(folder) / "model",
+            learning_rate=0.1,
+            mini_batch_size=32,
+            max_epochs=args.epochs,
+            plugins=[EpochClock()],
+            save_final_model=False,
+            create_file_logs=False,
+            create_loss_file=False,
+            use_final_model_for_eval=True,
+        )
+        test = list(corpus.test)
+        test_tokens = sum(len(s) for s in test)
+        for sentence in test:
+            sentence.remove_labels("predicted")
+        start = time.perf_counter()
+        tagger.predict(test, mini_batch_size=256, label_name="predicted")
+        tag_seconds = time.perf_counter() - start
+        correct = sum(
+            token.get_label("predicted").value == token.get_label("tag").value
+            for sentence in test
+            for token in sentence
+        )
+    last = epochs[-1]
+    return {
+        "tool": f"flair {flair.__version__}",
+        "decoder": args.decoder,
+        "chars": args.chars,
+        "torch_num_threads": torch.get_num_threads(),
+        "epochs": epochs,
+        "train_epoch_tokens": train_tokens,
+        "train_epoch_seconds": last["seconds"],
+        "train_tokens_per_second": train_tokens / last["seconds"],
+        "tag_tokens": test_tokens,
+        "tag_seconds": tag_seconds,
+        "tag_tokens_per_second": test_tokens / tag_seconds,
+        "test_accuracy": correct / test_tokens,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def run_quality(args: argparse.Namespace) -> dict:
+    import flair
+    from flair.trainers import ModelTrainer
+
+    flair.set_seed(args.seed)
+    spec = TASKS[args.task]
+    epochs = args.epochs or spec["epochs"]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = build_corpus(args.task, Path(folder), args.train_sentences)
+        tagger = build_tagger(corpus, args.task, args.decoder, args.chars, args.hidden_size)
+        # Model selection on dev, as seqtag does: flair keeps best-model.pt by the dev score.
+        result = ModelTrainer(tagger, corpus).train(
+            Path(folder) / "model",
+            learning_rate=0.1,
+            mini_batch_size=32,
+            max_epochs=epochs,
+            create_file_logs=False,
+            create_loss_file=False,
+            main_evaluation_metric=("micro avg", "f1-score"),
+        )
+        # flair scores spans as conlleval does for BIO/BIOES labels (its "span" labels), and
+        # micro-F1 over tokens equals accuracy for POS (one label per token, none missing).
+        score = float(result["test_score"])
+    return {
+        "tool": f"flair {flair.__version__}",
+        "task": args.task,
+        "decoder": args.decoder,
+        "chars": args.chars,
+        "seed": args.seed,
+        "epochs": epochs,
+        "metric": "span_f1" if spec["span"] else "accuracy",
+        "test_score": score,
+        "wall_seconds": time.perf_counter() - start,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["speed", "quality"])
+    parser.add_argument("--task", choices=sorted(TASKS), default="ewt_upos")
+    parser.add_argument("--decoder", choices=["softmax", "crf"], default="crf")
+    parser.add_argument("--chars", choices=["none", "lstm"], default="none")
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--train-sentences", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.mode == "speed":
+        args.epochs = args.epochs or 1
+        result = run_speed(args)
+    else:
+        result = run_quality(args)
+    result["threads_env"] = os.environ.get("OMP_NUM_THREADS")
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
