@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
 DATA = REPO / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_vector_cache(tmp_path_factory):
+    """Tests (and the seqtag processes they start) never write the user's ~/.cache."""
+    previous = os.environ.get("SEQTAG_CACHE_DIR")
+    os.environ["SEQTAG_CACHE_DIR"] = str(tmp_path_factory.mktemp("seqtag-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SEQTAG_CACHE_DIR", None)
+    else:
+        os.environ["SEQTAG_CACHE_DIR"] = previous
 
 
 def shared_path(*parts: str) -> Path:

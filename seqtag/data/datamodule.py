@@ -65,6 +65,8 @@ class TaggingDataModule(pl.LightningDataModule):
             on EWT UPOS this lifted accuracy on unknown words markedly (see README).
         vectors: pretrained word vectors read with gensim.
         vectors_format: ``auto`` or a format of :func:`seqtag.data.embeddings.load_vectors`.
+        vectors_cache: parse the vector file once and load it from seqtag's cache afterwards
+            (see :mod:`seqtag.data.vector_cache`; ``SEQTAG_CACHE_DIR`` says where).
         vectors_top_k: also add the ``k`` most frequent words of the vector table to the
             vocabulary, so text unseen in every split still finds vectors at prediction time.
         char_vocabulary: build a character vocabulary (needed by character features).
@@ -96,6 +98,7 @@ class TaggingDataModule(pl.LightningDataModule):
         unknown_shapes: bool = True,
         vectors: str | None = None,
         vectors_format: str = "auto",
+        vectors_cache: bool = True,
         vectors_top_k: int = 0,
         char_vocabulary: bool = False,
         max_word_length: int = 30,
@@ -190,7 +193,7 @@ class TaggingDataModule(pl.LightningDataModule):
         extra: set[str] = set()
         vectors = None
         if hp.vectors:
-            vectors = load_vectors(hp.vectors, hp.vectors_format)
+            vectors = load_vectors(hp.vectors, hp.vectors_format, cache=hp.vectors_cache)
             candidates = set(word_counts)
             for split in ("val", "test", "predict"):
                 if self.paths[split]:

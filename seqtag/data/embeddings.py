@@ -26,6 +26,7 @@ from typing import IO, Any, Literal, get_args
 
 import numpy as np
 
+from seqtag.data.vector_cache import read_cached, write_cached
 from seqtag.data.vocab import normalize_digits
 from seqtag.errors import VectorFormatError
 
@@ -177,6 +178,7 @@ def load_vectors(
     format: VectorFormat = "auto",
     *,
     allow_gensim_native: bool = False,
+    cache: bool = True,
 ) -> PretrainedVectors:
     """Read a table of word vectors.
 
@@ -189,6 +191,11 @@ def load_vectors(
     gensim's native format (``KeyedVectors.save``: ``*.kv``, ``*.model``) is a Python pickle:
     loading one can execute arbitrary code hidden in the file, so it is refused unless
     ``allow_gensim_native=True``; convert such files with ``save_word2vec_format`` instead.
+
+    With ``cache`` (the default), word2vec, GloVe and fastText ``.vec`` files are parsed once
+    and later loaded from :mod:`seqtag.data.vector_cache` (numpy arrays, no pickle), which
+    turns seconds or minutes of parsing into milliseconds. fastText ``.bin`` models (their
+    subword tables) and gensim's native files are always read directly.
 
     Raises:
         VectorFormatError: the file is missing, is not a vector file of the expected format,
@@ -212,6 +219,7 @@ def load_vectors(
     if sniffed is None and file.suffix.lower() in _NATIVE_SUFFIXES:
         sniffed = "gensim-native"
 
+    to_cache = False
     if sniffed == "gensim-native":
         if not allow_gensim_native:
             raise VectorFormatError(
@@ -244,7 +252,10 @@ def load_vectors(
                 f"not a fastText .bin model: it should start with the magic number "
                 f"{_FASTTEXT_MAGIC}; fastText's text vectors (.vec) are format='fasttext-vec'",
             )
-        if chosen in ("word2vec-text", "fasttext-vec"):
+        cached = read_cached(file, chosen) if cache and chosen != "fasttext-bin" else None
+        if cached is not None:
+            words, matrix = cached
+        elif chosen in ("word2vec-text", "fasttext-vec"):
             words, matrix = _read_text(file, header=True)
         elif chosen == "glove":
             words, matrix = _read_text(file, header=False)
@@ -253,12 +264,16 @@ def load_vectors(
         else:
             vectors = _load_fasttext_bin(file)
         if chosen != "fasttext-bin":
-            words, matrix = _drop_duplicates(file, words, matrix)
+            if cached is None:
+                words, matrix = _drop_duplicates(file, words, matrix)
             index = dict(zip(words, range(len(words)), strict=True))
             vectors = PretrainedVectors(str(path), words, matrix, index, None, chosen)
+            to_cache = cache and cached is None
 
     vectors.path = str(path)
     _check_matrix(file, vectors)
+    if to_cache:  # only a valid table is cached
+        write_cached(file, vectors.format, vectors.words, vectors.matrix)
     logger.info(
         "read %d vectors of dimension %d from %s (%s) in %.2f s",
         len(vectors.words),
