@@ -92,3 +92,18 @@ def test_dataloader_with_sampler_yields_batches():
     )
     indices = torch.cat([b["index"] for b in loader]).tolist()
     assert sorted(indices) == list(range(50))
+
+
+def test_evaluation_batches_close_early_rather_than_pad():
+    # Long-tailed lengths, like real text: many short sentences, a few very long ones.
+    lengths = np.random.default_rng(0).lognormal(2.8, 0.6, size=2000).astype(int) + 1
+    sampler = LengthBucketSampler(lengths, 256, shuffle=False, num_replicas=1, rank=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(p for b in batches for p in b) == list(range(len(lengths)))
+    assert all(len(b) <= 256 for b in batches)
+    # In length order, every batch but the last holds at least min_eval_batch sentences.
+    assert all(len(b) >= sampler.min_eval_batch for b in batches[:-1])
+    fixed = [sorted(lengths)[i : i + 256] for i in range(0, len(lengths), 256)]
+    fixed_efficiency = sum(lengths) / sum(max(b) * len(b) for b in fixed)
+    assert sampler.padding_efficiency() > 0.9 > fixed_efficiency

@@ -128,7 +128,12 @@ class LengthBucketSampler(DistributedSampler):
 
     Evaluation (``shuffle=False``): sentences sorted by length are dealt to the ranks in turn, so
     every sentence is seen exactly once across ranks and the shards differ by at most one
-    sentence; each rank then batches its shard in length order.
+    sentence; each rank then batches its shard in length order. An evaluation batch holds at
+    most ``batch_size`` sentences and is closed early, once it has ``min_eval_batch``
+    sentences, where the next sentence would drop its real/padded token ratio below
+    ``eval_padding_target``: 256 sentences in a row of sorted EWT test sentences span lengths
+    20 to 46, so a fixed-size batch wastes a quarter of its work on padding (0.77), while
+    these batches reach 0.93 and are no slower per token on a CPU (see benchmarks/).
 
     Use it as ``DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=collate)``.
     """
@@ -143,6 +148,8 @@ class LengthBucketSampler(DistributedSampler):
         pool_size: int = 100,
         num_replicas: int | None = None,
         rank: int | None = None,
+        min_eval_batch: int = 32,
+        eval_padding_target: float = 0.9,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -153,6 +160,8 @@ class LengthBucketSampler(DistributedSampler):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.batch_size = batch_size
         self.pool_size = pool_size
+        self.min_eval_batch = min_eval_batch
+        self.eval_padding_target = eval_padding_target
         #: ``(epoch, batches to skip)`` for the next pass, set by :meth:`resume_at`.
         self._resume: tuple[int, int] | None = None
 
@@ -178,7 +187,27 @@ class LengthBucketSampler(DistributedSampler):
             padded = batches * math.ceil(per_rank * self.num_replicas / len(batches))
             return padded[: per_rank * self.num_replicas][self.rank :: self.num_replicas]
         order = np.argsort(self.lengths, kind="stable")[self.rank :: self.num_replicas]
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return self._evaluation_batches(order)
+
+    def _evaluation_batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """Cut positions sorted by length into batches that waste little on padding."""
+        batches = []
+        start = real = 0
+        for end, length in enumerate(self.lengths[order].tolist()):
+            size = end - start
+            if size and (
+                size == self.batch_size
+                or (
+                    size >= self.min_eval_batch
+                    and real + length < self.eval_padding_target * (size + 1) * length
+                )
+            ):
+                batches.append(order[start:end])
+                start, real = end, 0
+            real += length
+        if start < len(order):
+            batches.append(order[start:])
+        return batches
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
         """Make the next pass continue epoch ``epoch`` after its first ``batches_done`` batches.
@@ -213,8 +242,7 @@ class LengthBucketSampler(DistributedSampler):
                 for start in range(0, len(self.lengths), pool)
             )
             return math.ceil(total / self.num_replicas)
-        shard = len(range(self.rank, len(self.lengths), self.num_replicas))
-        return math.ceil(shard / self.batch_size)
+        return len(self._batches())
 
     def padding_efficiency(self) -> float:
         """Real tokens / padded tokens over one pass of this rank's batches."""
