@@ -44,24 +44,6 @@ def data_paths(root: Path) -> dict[str, Path]:
     }
 
 
-def head_sentences(source: Path, target: Path, count: int) -> Path:
-    """Copy the first ``count`` blank-line-separated sentences of a CoNLL-U file."""
-    blocks, current = [], []
-    with open(source, encoding="utf-8") as stream:
-        for line in stream:
-            if line.strip():
-                current.append(line)
-            elif current:
-                blocks.append("".join(current))
-                current = []
-                if len(blocks) == count:
-                    break
-    if current and len(blocks) < count:
-        blocks.append("".join(current))
-    target.write_text("\n".join(blocks) + "\n", encoding="utf-8")
-    return target
-
-
 def lstm_forward_flops_per_token(input_dim: int, hidden: int) -> int:
     """FLOPs of one BiLSTM layer's forward pass per token, both directions.
 
@@ -125,6 +107,7 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
 
     from seqtag import SequenceTagger, TaggingDataModule
     from seqtag.callbacks import PredictionWriter
+    from seqtag.data.formats import write_first_sentences as head_sentences
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
 import pytest
+
+from seqtag.data.formats import write_first_sentences
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
@@ -35,21 +36,7 @@ def shared_path(*parts: str) -> Path:
 
 def head_sentences(source: Path, target: Path, count: int) -> Path:
     """Copy the first ``count`` blank-line-separated sentences of a (gzipped) corpus."""
-    opener = gzip.open if source.suffix == ".gz" else open
-    with opener(source, "rt", encoding="utf-8") as stream:
-        blocks, current = [], []
-        for line in stream:
-            if line.strip():
-                current.append(line)
-            elif current:
-                blocks.append("".join(current))
-                current = []
-                if len(blocks) == count:
-                    break
-        if current and len(blocks) < count:
-            blocks.append("".join(current))
-    target.write_text("\n".join(blocks) + "\n", encoding="utf-8")
-    return target
+    return write_first_sentences(source, target, count)
 
 
 @pytest.fixture(scope="session")

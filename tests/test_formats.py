@@ -19,6 +19,7 @@ from seqtag.data.formats import (
     read_corpus,
     read_plain,
     write_columns,
+    write_first_sentences,
 )
 from seqtag.errors import CorpusFormatError
 
@@ -457,3 +458,14 @@ def test_readers_raise_only_corpus_format_errors(
             assert sentence.tokens and all(sentence.tokens)
             assert sentence.tags is None or len(sentence.tags) == len(sentence.tokens)
             assert sentence.line >= 1
+
+
+def test_write_first_sentences_slices_a_gzipped_corpus(tmp_path):
+    source = tmp_path / "corpus.conllu.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as stream:
+        stream.write(TINY_CONLLU.read_text(encoding="utf-8"))
+    everything = read_conllu(TINY_CONLLU)
+    first = read_conllu(write_first_sentences(source, tmp_path / "one.conllu", 1))
+    assert [s.tokens for s in first] == [everything[0].tokens]
+    more = read_conllu(write_first_sentences(source, tmp_path / "all.conllu", 10_000))
+    assert [s.tokens for s in more] == [s.tokens for s in everything]
