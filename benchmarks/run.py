@@ -77,6 +77,11 @@ def machine_info() -> dict:
     }
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss``), in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def matmul_peak_gflops(size: int = 1024, seconds: float = 1.0) -> float:
     """Best-of float32 ``torch.mm`` rate at the current thread count, in GFLOP/s."""
     import torch
@@ -107,6 +112,7 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
 
     from seqtag import SequenceTagger, TaggingDataModule
     from seqtag.callbacks import PredictionWriter
+    from seqtag.data.formats import read_conllu
     from seqtag.data.formats import write_first_sentences as head_sentences
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):
@@ -115,8 +121,12 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
     settings = QUICK if args.quick else FULL
     paths = data_paths(Path(args.data_root))
     train, test = paths["train"], paths["test"]
-    if settings["train_sentences"]:
-        train = head_sentences(train, scratch / "train.conllu", settings["train_sentences"])
+    train_sentences = settings["train_sentences"]
+    if args.train_fraction < 1.0:
+        total = train_sentences or len(read_conllu(train, tag_field="upos"))
+        train_sentences = round(total * args.train_fraction)
+    if train_sentences:
+        train = head_sentences(train, scratch / "train.conllu", train_sentences)
     if settings["test_sentences"]:
         test = head_sentences(test, scratch / "test.conllu", settings["test_sentences"])
 
@@ -134,6 +144,7 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if self.first_batch is None:
                 self.first_batch = time.perf_counter()
+                self.rss_at_first_batch = peak_rss_mib()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self._real += int(batch["lengths"].sum())
@@ -197,6 +208,7 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
         default_root_dir=str(scratch),
     )
     trainer.fit(model, datamodule=data)
+    peak_after_training = peak_rss_mib()
     epoch = timer.epochs[-1]
     sampler = trainer.train_dataloader.sampler
     threads = torch.get_num_threads()
@@ -213,6 +225,7 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
     tagged = model.tag(test_sentences, batch_size=EVAL_BATCH_SIZE)
     tag_seconds = time.perf_counter() - start
     assert sum(len(t) for t in tagged) == test_tokens
+    peak_after_tag = peak_rss_mib()
 
     # -- tagging: seqtag predict through a Trainer ------------------------------------------------
     predict_data = TaggingDataModule(
@@ -231,9 +244,9 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
     predictor.predict(model, datamodule=predict_data, return_predictions=False)
 
     peak = matmul_peak_gflops()
-    maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "variant": variant,
+        "train_fraction": args.train_fraction,
         "decoder": variant,
         "hidden_size": hidden,
         "embedding_dim": EMBEDDING_DIM,
@@ -255,7 +268,10 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
         "predict_tokens": test_tokens,
         "predict_seconds": predict_timer.seconds,
         "predict_tokens_per_second": test_tokens / predict_timer.seconds,
-        "peak_rss_mib": maxrss_kib / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib_at_first_batch": timer.rss_at_first_batch,
+        "peak_rss_mib_after_training": peak_after_training,
+        "peak_rss_mib_after_tag": peak_after_tag,
         "padding_efficiency_sampler": sampler.padding_efficiency(),
         "padding_efficiency_measured": epoch["tokens"] / epoch["padded_tokens"],
         "lstm_forward_flops_per_token": flops_token,
@@ -279,7 +295,10 @@ TABLE = [
     ("start-up s (process)", "startup_seconds_from_process_start", "{:.1f}"),
     ("tag() tokens/s", "tag_api_tokens_per_second", "{:,.0f}"),
     ("predict tokens/s", "predict_tokens_per_second", "{:,.0f}"),
-    ("peak RSS MiB", "peak_rss_mib", "{:,.0f}"),
+    ("peak RSS MiB, first batch", "peak_rss_mib_at_first_batch", "{:,.0f}"),
+    ("peak RSS MiB, training", "peak_rss_mib_after_training", "{:,.0f}"),
+    ("peak RSS MiB, + tag()", "peak_rss_mib_after_tag", "{:,.0f}"),
+    ("peak RSS MiB, + predict", "peak_rss_mib", "{:,.0f}"),
     ("padding eff. (sampler)", "padding_efficiency_sampler", "{:.3f}"),
     ("padding eff. (measured)", "padding_efficiency_measured", "{:.3f}"),
     ("LSTM train GFLOP/s", "lstm_train_gflops_per_second", "{:.1f}"),
@@ -312,6 +331,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results.json"))
     parser.add_argument("--data-root", default=str(DEFAULT_DATA), help="the shared data folder")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead: one softmax epoch on 25%%, 50%% and 100%% of the training set",
+    )
+    parser.add_argument("--train-fraction", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--variant-output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -327,6 +352,7 @@ def run_in_subprocess(variant: str, args: argparse.Namespace) -> dict | None:
         command = [sys.executable, str(Path(__file__).resolve()), "--variant", variant]
         command += ["--variant-output", str(result_file)]
         command += ["--epochs", str(args.epochs), "--data-root", str(args.data_root)]
+        command += ["--train-fraction", str(args.train_fraction)]
         if args.quick:
             command.append("--quick")
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -335,6 +361,53 @@ def run_in_subprocess(variant: str, args: argparse.Namespace) -> dict | None:
             print(f"variant {variant} failed (exit {done.returncode})", file=sys.stderr)
             return None
         return json.loads(result_file.read_text(encoding="utf-8"))
+
+
+SCALING_FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def run_scaling(args: argparse.Namespace) -> int:
+    """Training cost against corpus size: time should grow linearly, memory stay flat."""
+    info = machine_info()
+    rows = {}
+    for fraction in SCALING_FRACTIONS:
+        print(f"running softmax on {fraction:.0%} of the training set ...", file=sys.stderr)
+        args.train_fraction = fraction
+        result = run_in_subprocess("softmax", args)
+        if result is None:
+            return 1
+        rows[f"{fraction:g}"] = {
+            "train_fraction": fraction,
+            "train_epoch_tokens": result["train_epoch_tokens"],
+            "train_epoch_seconds": result["train_epoch_seconds"],
+            "microseconds_per_token": 1e6
+            * result["train_epoch_seconds"]
+            / result["train_epoch_tokens"],
+            "peak_rss_mib_after_training": result["peak_rss_mib_after_training"],
+            "peak_rss_mib_at_first_batch": result["peak_rss_mib_at_first_batch"],
+        }
+    info["load_average_end"] = list(os.getloadavg())
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results = {
+        "benchmark": "training cost vs corpus size, EWT UPOS, softmax, batch 32",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": info,
+        "scaling": rows,
+    }
+    output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    full = rows["1"]
+    print("| training set | tokens | epoch s | us/token | ratio to 100% | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, row in rows.items():
+        print(
+            f"| {float(key):.0%} | {row['train_epoch_tokens']:,} | "
+            f"{row['train_epoch_seconds']:.1f} | {row['microseconds_per_token']:.1f} | "
+            f"{row['microseconds_per_token'] / full['microseconds_per_token']:.2f} | "
+            f"{row['peak_rss_mib_after_training']:,.0f} |"
+        )
+    print(f"written to {output}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.variant_output).write_text(json.dumps(result), encoding="utf-8")
         return 0
 
+    if args.scaling:
+        return run_scaling(args)
     info = machine_info()
     variants = {}
     for variant in args.variants:

@@ -18,6 +18,9 @@ VARIANT_FIELDS = (
     "tag_api_tokens_per_second",
     "predict_tokens_per_second",
     "peak_rss_mib",
+    "peak_rss_mib_at_first_batch",
+    "peak_rss_mib_after_training",
+    "peak_rss_mib_after_tag",
     "padding_efficiency_sampler",
     "padding_efficiency_measured",
     "lstm_forward_flops_per_token",
@@ -60,6 +63,28 @@ def test_quick_benchmark_reports_every_number(tmp_path):
             variant["padding_efficiency_measured"]
         )
     assert "softmax" in done.stdout and "crf" in done.stdout
+
+
+@pytest.mark.slow
+def test_quick_scaling_run_reports_each_fraction(tmp_path):
+    shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
+    shared_path("embeddings", "w2v-en-100d.bin")
+    output = tmp_path / "scaling.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--scaling"]
+    done = subprocess.run(
+        [*command, "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(output.read_text(encoding="utf-8"))["scaling"]
+    assert [row["train_fraction"] for row in rows.values()] == [0.25, 0.5, 1.0]
+    tokens = [row["train_epoch_tokens"] for row in rows.values()]
+    assert tokens[0] < tokens[1] < tokens[2]  # each run really saw a bigger slice
+    assert all(row["microseconds_per_token"] > 0 for row in rows.values())
+    assert "us/token" in done.stdout
 
 
 def test_missing_data_exits_with_a_message(tmp_path):
