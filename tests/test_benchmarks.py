@@ -97,3 +97,27 @@ def test_missing_data_exits_with_a_message(tmp_path):
     )
     assert done.returncode == 2
     assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
+
+
+@pytest.mark.slow
+def test_quality_runner_trains_tests_and_summarises_each_seed(tmp_path):
+    output = tmp_path / "smoke.json"
+    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
+    limits += ["--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
+    runner = [sys.executable, str(REPO / "benchmarks" / "quality.py"), "configs/ud_ewt_upos.yaml"]
+    options = ["--seeds", "1", "2", "--name", "ci-smoke", "--output", str(output)]
+    done = subprocess.run(
+        [*runner, *options, "--", *limits],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(output.read_text(encoding="utf-8"))
+    assert summary["metric"] == "test_acc" and summary["seeds"] == [1, 2]
+    assert [run["seed"] for run in summary["runs"]] == [1, 2]
+    assert all(0 < score <= 1 for score in summary["scores"])
+    assert summary["mean"] == pytest.approx(sum(summary["scores"]) / 2)
+    assert "--seed_everything 2" in summary["runs"][1]["commands"][0]
+    assert "test_acc" in done.stdout
