@@ -8,7 +8,8 @@ Each seed trains with ``--seed_everything SEED`` into ``runs/quality/NAME/seedSE
 tested on the checkpoint that the config's model selection kept (``best.ckpt``). The score is
 ``test_f1`` for span tasks and ``test_acc`` otherwise, read from the test run's CSV log. Seeds
 run ``--jobs`` at a time, each process with ``usable cores // jobs`` threads (two 1-thread
-processes use 2 cores better than one 2-thread process). Results go to
+processes use 2 cores better than one 2-thread process); ``--threads 1`` when other work
+shares the machine, since oversubscribed cores slow an RNN down several times. Results go to
 ``benchmarks/quality/NAME.json`` with every seed's score, wall time and the exact commands.
 """
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="a seqtag config, e.g. configs/ud_ewt_upos_chars.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time")
+    parser.add_argument("--threads", type=int, help="threads per run (default: cores // jobs)")
     parser.add_argument("--name", help="results name (default: the config's file name)")
     parser.add_argument("--output", help="JSON file (default benchmarks/quality/NAME.json)")
     argv = sys.argv[1:] if argv is None else argv
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     name = args.name or Path(args.config).stem
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // args.jobs)
+    threads = args.threads or max(1, (cores or 1) // args.jobs)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(
             pool.map(lambda s: run_seed(args.config, name, s, threads, args.extra), args.seeds)
