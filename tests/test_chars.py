@@ -215,3 +215,12 @@ def test_timing(model: nn.Module, capsys: pytest.CaptureFixture[str]) -> None:
             f"forward+backward min {best:.2f} ms, median {median:.2f} ms "
             f"({torch.get_num_threads()} threads)"
         )
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4, 5])
+def test_char_cnn_matrix_product_equals_the_convolution(kernel_size):
+    torch.manual_seed(kernel_size)
+    cnn = CharCNN(num_chars=20, char_dim=7, num_filters=9, kernel_size=kernel_size)
+    embedded = torch.randn(11, 6, 7)
+    expected = cnn.conv(embedded.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(cnn._convolve(embedded), expected)
