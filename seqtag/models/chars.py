@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from seqtag.models.dropout import Dropout
+
 __all__ = ["CharBiLSTM", "CharCNN", "build_char_encoder"]
 
 
@@ -133,7 +135,7 @@ class CharCNN(nn.Module):
         self.padding_idx = padding_idx
         self.output_dim: int = num_filters
         self.embedding = _char_embedding(num_chars, char_dim, padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding="same")
 
     def forward(self, chars: Tensor) -> Tensor:
@@ -199,7 +201,7 @@ class CharBiLSTM(nn.Module):
         self.padding_idx = padding_idx
         self.output_dim: int = 2 * hidden_size
         self.embedding = _char_embedding(num_chars, char_dim, padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
 
     def forward(self, chars: Tensor) -> Tensor:

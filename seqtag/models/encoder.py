@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from seqtag.models.dropout import Dropout
+
 RNNType = Literal["lstm", "gru", "rnn"]
 _RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -59,7 +61,7 @@ class BiRNNEncoder(nn.Module):
         self.char_encoder = char_encoder
         input_dim = embedding_dim + (char_encoder.output_dim if char_encoder is not None else 0)
         self.rnn = BiRNN(input_dim, hidden_size, num_layers, rnn_type, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.word_dropout = word_dropout
         # Per-word probability of becoming unknown in training (see set_rare_word_dropout).
         self.register_buffer("unknown_probability", torch.zeros(num_words))
@@ -169,7 +171,7 @@ class BiRNN(nn.Module):
         sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
         self.forward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
         self.backward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """inputs [B, T, input_size], lengths [B] -> outputs [B, T, 2 * hidden_size].
