@@ -1,0 +1,15 @@
+"""SequenceTagger's own hooks that do not need a trained model."""
+
+from __future__ import annotations
+
+import torch
+
+from seqtag import SequenceTagger
+
+
+def test_batches_move_their_tensors_and_keep_gold_lists_as_they_are():
+    gold = [("B-NP", "I-NP"), ("O",)]
+    batch = {"words": torch.ones(2, 2, dtype=torch.long), "gold": gold}
+    moved = SequenceTagger().transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved["words"].device.type == "meta"
+    assert moved["gold"] is gold
