@@ -154,9 +154,19 @@ def build_tagger(corpus, task: str, decoder: str, chars: str, hidden_size: int):
 
         embeddings.append(OneHotEmbeddings.from_corpus(corpus, embedding_length=100))
     if chars == "lstm":
-        embeddings.append(CharacterEmbeddings())
+        # flair's default character dictionary is a download; build it from the training
+        # text instead, as seqtag does (with an unknown entry for unseen characters).
+        from flair.data import Dictionary
+
+        characters = Dictionary(add_unk=True)
+        for sentence in corpus.train:
+            for token in sentence:
+                for character in token.text:
+                    characters.add_item(character)
+        embeddings.append(CharacterEmbeddings(path_to_char_dict=characters))
     stacked = embeddings[0] if len(embeddings) == 1 else StackedEmbeddings(embeddings)
-    dictionary = corpus.make_label_dictionary("tag", add_unk=False)
+    # Unknown entry: a tag that only dev or test have must not stop evaluation.
+    dictionary = corpus.make_label_dictionary("tag", add_unk=True)
     return SequenceTagger(
         embeddings=stacked,
         tag_dictionary=dictionary,
