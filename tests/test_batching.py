@@ -107,3 +107,29 @@ def test_evaluation_batches_close_early_rather_than_pad():
     fixed = [sorted(lengths)[i : i + 256] for i in range(0, len(lengths), 256)]
     fixed_efficiency = sum(lengths) / sum(max(b) * len(b) for b in fixed)
     assert sampler.padding_efficiency() > 0.9 > fixed_efficiency
+
+
+def test_token_cap_bounds_training_batches_and_keeps_their_number_fixed():
+    lengths = [5] * 300 + [40, 60, 200, 900, 1200]  # a few document-length "sentences"
+    sampler = LengthBucketSampler(
+        lengths, 32, shuffle=True, seed=3, num_replicas=1, rank=0, max_tokens=1000
+    )
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert sorted(p for b in batches for p in b) == list(range(len(lengths)))
+        for batch in batches:
+            padded = len(batch) * max(lengths[p] for p in batch)
+            assert padded <= 1000 or len(batch) == 1  # a lone over-long sentence still runs
+    uncapped = LengthBucketSampler(lengths, 32, shuffle=True, seed=3, num_replicas=1, rank=0)
+    assert max(len(b) * max(lengths[p] for p in b) for b in uncapped) > 1000
+
+
+def test_no_token_cap_leaves_the_batches_as_they_were():
+    lengths = list(np.random.default_rng(1).integers(1, 60, size=500))
+    plain = LengthBucketSampler(lengths, 16, shuffle=True, seed=5, num_replicas=1, rank=0)
+    huge_cap = LengthBucketSampler(
+        lengths, 16, shuffle=True, seed=5, num_replicas=1, rank=0, max_tokens=10**9
+    )
+    assert [b for b in plain] == [b for b in huge_cap]

@@ -202,3 +202,11 @@ def test_bf16_mixed_precision_trains_on_cpu(corpus, tmp_path, decoder):
     )
     trainer.fit(model, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["val_loss"])
+
+
+def test_token_cap_applies_to_training_batches_only(corpus):
+    dm = _datamodule(corpus, batch_size=4, max_batch_tokens=6)
+    dm.setup("fit")
+    assert dm.train_dataloader().sampler.max_tokens == 6
+    assert all(b["words"].numel() <= 6 for b in dm.train_dataloader())
+    assert dm.val_dataloader().sampler.max_tokens is None

@@ -57,6 +57,9 @@ class TaggingDataModule(pl.LightningDataModule):
         train_scheme: scheme to train in (default: the corpus scheme); predictions are
             converted back to the corpus scheme for scoring and output.
         batch_size: sentences per batch.
+        max_batch_tokens: at most this many padded tokens (sentences x longest sentence) per
+            training batch; sentences too long for a full batch are batched apart, in smaller
+            batches. Bounds the memory of a step on corpora with document-length "sentences".
         num_workers: DataLoader worker processes.
         min_freq: training words seen fewer times are unknown, unless they have a vector.
         lowercase: lowercase words before lookup (characters keep their case).
@@ -92,6 +95,7 @@ class TaggingDataModule(pl.LightningDataModule):
         train_scheme: SchemeName | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 256,
+        max_batch_tokens: int | None = None,
         num_workers: int = 0,
         min_freq: int = 1,
         lowercase: bool = False,
@@ -298,6 +302,7 @@ class TaggingDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             seed=hp.seed,
             pool_size=hp.pool_size,
+            max_tokens=hp.max_batch_tokens if shuffle else None,
         )
         if not shuffle and len(dataset) < sampler.num_replicas:
             # Lightning refuses a process without batches, and the others would wait for it.
