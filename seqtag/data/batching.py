@@ -178,22 +178,41 @@ class LengthBucketSampler(DistributedSampler):
         if max_tokens is not None:
             long = self.lengths * batch_size > max_tokens
         self._regular = np.flatnonzero(~long)
-        self._long_batches = self._capped_batches(np.flatnonzero(long), max_tokens or 0)
+        long_order = np.flatnonzero(long)
+        long_order = long_order[np.argsort(self.lengths[long_order], kind="stable")]
+        self._long_batches = self._cut_in_length_order(long_order, max_tokens=max_tokens)
         #: ``(epoch, batches to skip)`` for the next pass, set by :meth:`resume_at`.
         self._resume: tuple[int, int] | None = None
 
-    def _capped_batches(self, positions: np.ndarray, max_tokens: int) -> list[np.ndarray]:
-        """Batches of ``positions`` in length order, each within ``max_tokens`` padded tokens."""
-        positions = positions[np.argsort(self.lengths[positions], kind="stable")]
+    def _cut_in_length_order(
+        self,
+        order: np.ndarray,
+        *,
+        max_tokens: int | None = None,
+        min_size: int = 0,
+        padding_target: float = 0.0,
+    ) -> list[np.ndarray]:
+        """Cut positions sorted by length into consecutive batches, greedily.
+
+        A batch closes at ``batch_size`` sentences; or where the next sentence would take it
+        past ``max_tokens`` padded tokens; or, once it holds ``min_size`` sentences, where the
+        next one would drop its real/padded token ratio below ``padding_target``.
+        """
         batches: list[np.ndarray] = []
-        start = 0
-        for end, length in enumerate(self.lengths[positions].tolist()):
+        start = real = 0
+        for end, length in enumerate(self.lengths[order].tolist()):
             size = end - start
-            if size and (size == self.batch_size or (size + 1) * length > max_tokens):
-                batches.append(positions[start:end])
-                start = end
-        if start < len(positions):
-            batches.append(positions[start:])
+            padded = (size + 1) * length  # the batch's padded tokens with this sentence
+            if size and (
+                size == self.batch_size
+                or (max_tokens is not None and padded > max_tokens)
+                or (size >= min_size and real + length < padding_target * padded)
+            ):
+                batches.append(order[start:end])
+                start, real = end, 0
+            real += length
+        if start < len(order):
+            batches.append(order[start:])
         return batches
 
     def _training_batches(self) -> list[np.ndarray]:
@@ -218,27 +237,9 @@ class LengthBucketSampler(DistributedSampler):
             padded = batches * math.ceil(per_rank * self.num_replicas / len(batches))
             return padded[: per_rank * self.num_replicas][self.rank :: self.num_replicas]
         order = np.argsort(self.lengths, kind="stable")[self.rank :: self.num_replicas]
-        return self._evaluation_batches(order)
-
-    def _evaluation_batches(self, order: np.ndarray) -> list[np.ndarray]:
-        """Cut positions sorted by length into batches that waste little on padding."""
-        batches = []
-        start = real = 0
-        for end, length in enumerate(self.lengths[order].tolist()):
-            size = end - start
-            if size and (
-                size == self.batch_size
-                or (
-                    size >= self.min_eval_batch
-                    and real + length < self.eval_padding_target * (size + 1) * length
-                )
-            ):
-                batches.append(order[start:end])
-                start, real = end, 0
-            real += length
-        if start < len(order):
-            batches.append(order[start:])
-        return batches
+        return self._cut_in_length_order(
+            order, min_size=self.min_eval_batch, padding_target=self.eval_padding_target
+        )
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
         """Make the next pass continue epoch ``epoch`` after its first ``batches_done`` batches.
