@@ -31,18 +31,23 @@ VARIANT_FIELDS = (
 )
 
 
+def _run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/SCRIPT`` with this Python from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.mark.slow
 def test_quick_benchmark_reports_every_number(tmp_path):
     shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
     shared_path("embeddings", "w2v-en-100d.bin")
     output = tmp_path / "results.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--output", str(output)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run_script("run.py", "--quick", "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(output.read_text(encoding="utf-8"))
     assert results["mode"] == "quick"
@@ -70,14 +75,7 @@ def test_quick_scaling_run_reports_each_fraction(tmp_path):
     shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
     shared_path("embeddings", "w2v-en-100d.bin")
     output = tmp_path / "scaling.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--scaling"]
-    done = subprocess.run(
-        [*command, "--output", str(output)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run_script("run.py", "--quick", "--scaling", "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(output.read_text(encoding="utf-8"))["scaling"]
     assert [row["train_fraction"] for row in rows.values()] == [0.25, 0.5, 1.0]
@@ -88,13 +86,7 @@ def test_quick_scaling_run_reports_each_fraction(tmp_path):
 
 
 def test_missing_data_exits_with_a_message(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--data-root", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _run_script("run.py", "--data-root", str(tmp_path), timeout=120)
     assert done.returncode == 2
     assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
 
@@ -104,15 +96,8 @@ def test_quality_runner_trains_tests_and_summarises_each_seed(tmp_path):
     output = tmp_path / "smoke.json"
     limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
     limits += ["--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
-    runner = [sys.executable, str(REPO / "benchmarks" / "quality.py"), "configs/ud_ewt_upos.yaml"]
     options = ["--seeds", "1", "2", "--name", "ci-smoke", "--output", str(output)]
-    done = subprocess.run(
-        [*runner, *options, "--", *limits],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run_script("quality.py", "configs/ud_ewt_upos.yaml", *options, "--", *limits)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(output.read_text(encoding="utf-8"))
     assert summary["metric"] == "test_acc" and summary["seeds"] == [1, 2]
