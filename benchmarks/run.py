@@ -100,6 +100,30 @@ def matmul_peak_gflops(size: int = 1024, seconds: float = 1.0) -> float:
     return best
 
 
+#: What a training process imports before it reads any data: the floor under its peak memory.
+IMPORTS = "import torch, torchmetrics, lightning.pytorch, seqtag.module, seqtag.data.datamodule"
+
+
+def import_floor_mib(statement: str = IMPORTS) -> float:
+    """Peak resident memory of a fresh interpreter that only runs ``statement``, in MiB.
+
+    Peak memory during training is this floor plus what training itself holds; torchmetrics
+    imports matplotlib whenever it is installed (about 70 MiB here), so the floor depends on
+    the environment as much as on seqtag. The child reports ``VmHWM`` (its own address space):
+    its ``ru_maxrss`` would include this process, which it was forked from.
+    """
+    report = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+    code = f"{statement}\n{report}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def matplotlib_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 # -- one variant, in this process --------------------------------------------------------------
 def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
     import warnings
@@ -244,6 +268,7 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
     predictor.predict(model, datamodule=predict_data, return_predictions=False)
 
     peak = matmul_peak_gflops()
+    floor = import_floor_mib()
     return {
         "variant": variant,
         "train_fraction": args.train_fraction,
@@ -269,6 +294,9 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
         "predict_seconds": predict_timer.seconds,
         "predict_tokens_per_second": test_tokens / predict_timer.seconds,
         "peak_rss_mib": peak_rss_mib(),
+        "import_floor_rss_mib": floor,
+        "peak_rss_mib_training_above_imports": peak_after_training - floor,
+        "matplotlib_installed": matplotlib_installed(),
         "peak_rss_mib_at_first_batch": timer.rss_at_first_batch,
         "peak_rss_mib_after_training": peak_after_training,
         "peak_rss_mib_after_tag": peak_after_tag,
@@ -299,6 +327,8 @@ TABLE = [
     ("peak RSS MiB, training", "peak_rss_mib_after_training", "{:,.0f}"),
     ("peak RSS MiB, + tag()", "peak_rss_mib_after_tag", "{:,.0f}"),
     ("peak RSS MiB, + predict", "peak_rss_mib", "{:,.0f}"),
+    ("RSS MiB of the imports alone", "import_floor_rss_mib", "{:,.0f}"),
+    ("training peak above imports", "peak_rss_mib_training_above_imports", "{:,.0f}"),
     ("padding eff. (sampler)", "padding_efficiency_sampler", "{:.3f}"),
     ("padding eff. (measured)", "padding_efficiency_measured", "{:.3f}"),
     ("LSTM train GFLOP/s", "lstm_train_gflops_per_second", "{:.1f}"),
