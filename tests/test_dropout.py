@@ -50,3 +50,10 @@ def test_evaluation_and_extreme_probabilities() -> None:
     assert torch.equal(Dropout(0.5).eval()(inputs), inputs)
     assert torch.equal(Dropout(0.0).train()(inputs), inputs)
     assert torch.count_nonzero(Dropout(1.0).train()(inputs)) == 0
+
+
+def test_keeps_the_input_dtype() -> None:
+    """Under CPU autocast some features are bfloat16; dropout must not promote them."""
+    output = Dropout(0.5).train()(torch.ones(8, 8, dtype=torch.bfloat16))
+    assert output.dtype == torch.bfloat16
+    assert set(output.unique().tolist()) <= {0.0, 2.0}

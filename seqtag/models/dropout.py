@@ -44,4 +44,4 @@ class Dropout(nn.Dropout):
         if round(self.p * _LEVELS) >= _LEVELS:
             return input * 0.0
         keep, scale = cpu_keep_mask(input.shape, self.p)
-        return input * (keep * scale)
+        return input * keep.to(input.dtype).mul_(scale)  # bfloat16 in, bfloat16 out
