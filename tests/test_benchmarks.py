@@ -63,6 +63,12 @@ def test_quick_benchmark_reports_every_number(tmp_path):
             assert isinstance(value, (int, float)) and value > 0, (name, field, value)
         for field in ("padding_efficiency_sampler", "padding_efficiency_measured"):
             assert variant[field] <= 1.0
+        # The imports alone are a floor under the training peak, measured in a fresh process.
+        assert 0 < variant["import_floor_rss_mib"] < variant["peak_rss_mib_after_training"]
+        assert variant["peak_rss_mib_training_above_imports"] == pytest.approx(
+            variant["peak_rss_mib_after_training"] - variant["import_floor_rss_mib"]
+        )
+        assert isinstance(variant["matplotlib_installed"], bool)
         # The sampler's own estimate describes exactly the batches that were timed.
         assert variant["padding_efficiency_sampler"] == pytest.approx(
             variant["padding_efficiency_measured"]
