@@ -234,6 +234,7 @@ def run_speed(args: argparse.Namespace) -> dict:
             for token in sentence
         )
     last = epochs[-1]
+    peak = peak_rss_mib()
     floor = import_floor_mib(FLAIR_IMPORTS)
     return {
         "tool": f"flair {flair.__version__}",
@@ -248,9 +249,9 @@ def run_speed(args: argparse.Namespace) -> dict:
         "tag_seconds": tag_seconds,
         "tag_tokens_per_second": test_tokens / tag_seconds,
         "test_accuracy": correct / test_tokens,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak,
         "import_floor_rss_mib": floor,
-        "peak_rss_mib_training_above_imports": peak_rss_mib() - floor,
+        "peak_rss_mib_training_above_imports": peak - floor,
     }
 
 

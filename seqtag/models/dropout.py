@@ -11,6 +11,8 @@ still equals the input exactly. Other devices keep PyTorch's fused kernel.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -23,11 +25,9 @@ def cpu_keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[Tensor
 
     ``p'`` is ``p`` rounded to a multiple of 1/65536 (what 16 random bits can express).
     """
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     threshold = round(p * _LEVELS)
-    draws = -(-count // _LANES)
+    draws = (count + _LANES - 1) // _LANES
     # The full signed range: every one of the 64 bits is random (random_() alone gives 63).
     bits = torch.empty(draws, dtype=torch.int64).random_(-(1 << 63), (1 << 63) - 1)
     lanes = bits.view(torch.int16)[:count].view(shape)
