@@ -133,11 +133,11 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
 
     import lightning.pytorch as pl
     import torch
+    from corpus_slice import head_sentences
 
     from seqtag import SequenceTagger, TaggingDataModule
     from seqtag.callbacks import PredictionWriter
     from seqtag.data.formats import read_conllu
-    from seqtag.data.formats import write_first_sentences as head_sentences
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -32,12 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing seqtag
     sys.path.insert(0, str(ROOT))
 
-from seqtag.data.embeddings import (  # noqa: E402
-    PretrainedVectors,
-    align_vectors,
-    fallback_forms,
-    load_vectors,
-)
+from seqtag.data.alignment import align_vectors  # noqa: E402
+from seqtag.data.embeddings import PretrainedVectors, load_vectors  # noqa: E402
+from seqtag.data.vocab import lookup_forms  # noqa: E402
 
 SPLITS = ("train", "dev", "test")
 CORPUS = "ud_en_ewt"
@@ -97,7 +94,7 @@ def compact_vectors(shared: Path, out: Path, forms: Counter[str], budget: int) -
     full = load_vectors(shared / SOURCE_VECTORS, "word2vec-bin")
     entry_bytes = [len(word.encode("utf-8")) + 1 + 4 * full.dim for word in full.words]
     keep = {
-        full.index[form] for word in forms for form, _ in fallback_forms(word) if form in full.index
+        full.index[form] for word in forms for form, _ in lookup_forms(word) if form in full.index
     }
     size = len(f"{len(full.words)} {full.dim}\n") + sum(entry_bytes[i] for i in keep)
     required = len(keep)

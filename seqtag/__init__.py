@@ -2,7 +2,9 @@
 
 The pieces most users import: :class:`SequenceTagger` (the LightningModule),
 :class:`TaggingDataModule` (corpora to batches), and the plain ``nn.Module`` building blocks
-:class:`BiRNNEncoder`, :class:`CRF` and :class:`Tagger` for models of one's own.
+:class:`BiRNNEncoder` (or :class:`BiRNN` over features of your own), :class:`CRF` and
+:class:`Tagger` for models of one's own; :class:`DataSpec` is what the DataModule hands the
+model, and :class:`SeqtagCLI` the ``seqtag`` command's ``LightningCLI``.
 
 Names are imported on first use, so ``import seqtag.data.formats`` stays free of torch and
 Lightning start-up cost.
@@ -27,10 +29,14 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 
 _EXPORTS = {
     "SequenceTagger": "seqtag.module",
+    "in_input_order": "seqtag.module",
     "TaggingDataModule": "seqtag.data.datamodule",
+    "DataSpec": "seqtag.data.spec",
+    "SeqtagCLI": "seqtag.cli",
     "Vocabularies": "seqtag.data.vocab",
     "Vocabulary": "seqtag.data.vocab",
     "BiRNNEncoder": "seqtag.models.encoder",
+    "BiRNN": "seqtag.models.encoder",
     "CRF": "seqtag.models.crf",
     "Tagger": "seqtag.models.tagger",
     "CharCNN": "seqtag.models.chars",
@@ -43,6 +49,8 @@ _EXPORTS = {
     "VectorFormatError": "seqtag.errors",
     "TagSchemeError": "seqtag.errors",
     "CheckpointError": "seqtag.errors",
+    "ConfigError": "seqtag.errors",
+    "CommandLineError": "seqtag.errors",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pickle
 import re
 import sys
 from argparse import ArgumentError
 from pathlib import Path
-from types import MethodType
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,41 +18,43 @@ from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
     LRSchedulerTypeTuple,
-    instantiate_class,
 )
 from torch.optim import Optimizer
 
 from seqtag.callbacks import PredictionProgressBar, PredictionWriter
+from seqtag.checkpoint import read_checkpoint_file
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.errors import CheckpointError, SeqtagError
-from seqtag.module import CHECKPOINT_KEY, SequenceTagger
+from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
+from seqtag.module import SequenceTagger
 from seqtag.resume import install_resume_support
 
 
-class CommandLineError(SeqtagError):
-    """The command line or a config file does not parse (exit status 2, as argparse uses)."""
-
-
 class SeqtagCLI(LightningCLI):
-    """Adds a checkpoint callback (``checkpoint.*``) and the prediction writer (``prediction.*``).
+    """The ``seqtag`` command: Lightning's CLI with seqtag's sections and defaults.
 
-    Vocabulary sizes, the tag set and the embedding width are not arguments: the model takes
-    them from the DataModule when training starts, or from the checkpoint given with
-    ``--ckpt_path``. Because the network only exists from then on, the ``optimizer`` and
-    ``lr_scheduler`` sections are instantiated when training starts, not when the CLI parses
-    them (Lightning's automatic version would see a model without parameters).
+    - ``optimizer:`` and ``lr_scheduler:`` are Lightning's usual sections, linked to the
+      model's ``optimizer``/``lr_scheduler`` arguments (``link_to``), so the model makes them
+      in ``configure_optimizers``, after its network exists.
+    - ``checkpoint:`` configures a ``ModelCheckpoint`` (``best.ckpt``/``last.ckpt`` in a fixed
+      folder); ``seqtag fit`` refuses to start in a folder that already holds an earlier run's
+      checkpoints, unless it resumes that run with ``--ckpt_path``.
+    - ``prediction:`` configures the :class:`~seqtag.callbacks.PredictionWriter`.
+    - ``model:`` defaults to :class:`~seqtag.SequenceTagger`, and with ``--ckpt_path`` the
+      model's hyper-parameters and the data's file-format options come from the checkpoint, so
+      ``seqtag predict --ckpt_path M --data.predict_path F`` needs no config.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["auto_configure_optimizers"] = False
-        super().__init__(*args, **kwargs)
-
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_optimizer_args((Optimizer,), nested_key="optimizer")
-        parser.add_lr_scheduler_args(LRSchedulerTypeTuple, nested_key="lr_scheduler")
+        parser.add_optimizer_args(
+            (Optimizer,), nested_key="optimizer", link_to="model.init_args.optimizer"
+        )
+        parser.add_lr_scheduler_args(
+            LRSchedulerTypeTuple, nested_key="lr_scheduler", link_to="model.init_args.lr_scheduler"
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
+                "model": {"class_path": "seqtag.SequenceTagger"},
                 "checkpoint.monitor": "val_acc",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
@@ -64,27 +65,25 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, then check ``--ckpt_path`` before Lightning itself opens the checkpoint.
+        """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.
 
         With ``parser_kwargs={"exit_on_error": False}`` (as :func:`main` passes), a command line
         or config that does not parse raises :class:`CommandLineError` with a one-line summary
         instead of printing the usage and exiting.
         """
+        argv = with_checkpoint_data_options(list(sys.argv[1:] if args is None else args))
+        if args is None:
+            sys.argv[1:] = argv  # Lightning warns when given both sys.argv and args
         try:
-            super().parse_arguments(parser, args)
+            super().parse_arguments(parser, None if args is None else argv)
         except ArgumentError as err:
-            argv = sys.argv[1:] if args is None else args
             raise CommandLineError(_parser_error_line(str(err), argv)) from err
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            ckpt_path = self.config[subcommand].get("ckpt_path")
-            if ckpt_path:
-                _check_checkpoint(ckpt_path)
-            elif subcommand != "fit":
-                raise CommandLineError(
-                    f"seqtag {subcommand} needs a trained model: pass --ckpt_path "
-                    "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
-                )
+        if subcommand and not self.config[subcommand].get("ckpt_path") and subcommand != "fit":
+            raise CommandLineError(
+                f"seqtag {subcommand} needs a trained model: pass --ckpt_path "
+                "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
+            )
 
     def _parse_ckpt_path(self) -> None:
         # Lightning merges the checkpoint's hyper-parameters into the config here; a checkpoint
@@ -108,18 +107,62 @@ class SeqtagCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         install_resume_support(self.trainer)
         _progress_bar_on_stderr(self.trainer)
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        optimizer_init = config.get("optimizer")
-        if not optimizer_init:
-            return  # the model's own configure_optimizers (Adam) applies
-        scheduler_init = config.get("lr_scheduler")
 
-        def configure_optimizers(module: pl.LightningModule) -> Any:
-            optimizer = instantiate_class(module.parameters(), optimizer_init)
-            scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
-            return LightningCLI.configure_optimizers(module, optimizer, scheduler)
+    def before_fit(self) -> None:
+        """Refuse to overwrite the checkpoints of an earlier run (resuming it is fine)."""
+        if self.config_init["fit"].get("ckpt_path"):
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            if not folder or "://" in str(folder):
+                continue
+            earlier = sorted(p.name for p in Path(folder).glob("*.ckpt"))
+            if earlier:
+                raise ConfigError(
+                    f"{folder} already holds {', '.join(earlier)} from an earlier run: resume "
+                    f"it with --ckpt_path {Path(folder) / 'last.ckpt'}, write this run "
+                    "elsewhere with --checkpoint.dirpath DIR, or delete the old files first"
+                )
 
-        self.model.configure_optimizers = MethodType(configure_optimizers, self.model)
+
+def with_checkpoint_data_options(argv: list[str]) -> list[str]:
+    """``argv`` with the data options of ``--ckpt_path``'s checkpoint inserted as defaults.
+
+    The checkpoint's file-format options (format, columns, tag field) and its dev and test
+    files go right after the subcommand, so that anything the user gives, on the command line
+    or in a config, comes later and wins. Training files and ``predict_path`` are never taken.
+    """
+    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
+    if subcommand in (None, "fit"):
+        return argv
+    ckpt_path = None
+    for position, arg in enumerate(argv):
+        if arg == "--ckpt_path" and position + 1 < len(argv):
+            ckpt_path = argv[position + 1]
+        elif arg.startswith("--ckpt_path="):
+            ckpt_path = arg.split("=", 1)[1]
+    if not ckpt_path:
+        return argv
+    checkpoint = read_checkpoint_file(ckpt_path)
+    stored = checkpoint.get("datamodule_hyper_parameters") or {}
+    options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
+    if not options:
+        return argv
+    at = argv.index(subcommand) + 1
+    return [*argv[:at], "--data", json.dumps(options), *argv[at:]]
+
+
+#: Data options a checkpoint supplies to ``seqtag test|validate|predict`` unless given.
+CHECKPOINT_DATA_OPTIONS = (
+    "val_path",
+    "test_path",
+    "format",
+    "predict_format",
+    "tag_field",
+    "token_column",
+    "tag_column",
+    "eval_batch_size",
+)
 
 
 # Lines of jsonargparse's nested reports that say nothing about what to fix.
@@ -181,54 +224,6 @@ def _parser_error_line(message: str, argv: Any) -> str:
     return f"{_summarize_parser_error(message)} (see {command} --help)"
 
 
-def _check_checkpoint(ckpt_path: str | os.PathLike[str]) -> None:
-    """Refuse a ``--ckpt_path`` that is missing or not a seqtag checkpoint, with one line.
-
-    Lightning opens the checkpoint itself right after parsing, and would fail with an
-    ``UnpicklingError``, a ``RuntimeError`` of the zip reader or a ``KeyError``; this reads it
-    first (``weights_only=True``, as Lightning does) so those become a
-    :class:`~seqtag.errors.CheckpointError` naming the file. Lightning's special values
-    (``best``, ``last``, ``hpc``, ``registry...``) and URLs are left to Lightning.
-    """
-    name = os.fspath(ckpt_path)
-    if name in ("best", "last", "hpc") or name.startswith("registry") or "://" in name:
-        return
-    path = Path(name)
-    if not path.exists():
-        raise CheckpointError(f"{name}: no such file (expected a checkpoint written by seqtag fit)")
-    if path.is_dir():
-        raise CheckpointError(f"{name}: is a directory, expected a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{name}: not a seqtag checkpoint: the file is empty")
-    try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    except OSError as err:
-        raise CheckpointError(f"{name}: cannot read the file ({err.strerror or err})") from err
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as err:
-        raise CheckpointError(
-            f"{name}: not a seqtag checkpoint: torch.load cannot read it ({_load_failure(err)})"
-        ) from err
-    section = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
-    if not isinstance(section, dict) or "vocabularies" not in section:
-        raise CheckpointError(
-            f"{name}: not a seqtag checkpoint: it has no '{CHECKPOINT_KEY}' section with the "
-            "vocabularies (use a checkpoint written by seqtag fit)"
-        )
-
-
-def _load_failure(err: BaseException) -> str:
-    """The gist of a ``torch.load`` failure: its type and the first specific line, shortened."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Weights only load failed"):
-        # torch's generic advice about weights_only first, then the actual reason
-        generic = ("Please file an issue", "Check the documentation")
-        lines = [line for line in lines[1:] if not line.startswith(generic)]
-    text = lines[0] if lines else ""
-    if len(text) > 100:
-        text = text[:97] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _progress_bar_on_stderr(trainer: pl.Trainer) -> None:
     """Swap Lightning's default bar for one that draws the prediction bar on stderr."""
     for position, callback in enumerate(trainer.callbacks):
@@ -249,6 +244,21 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
+DESCRIPTION = (
+    "seqtag: BiRNN sequence taggers (POS tagging, chunking, NER) on PyTorch Lightning. "
+    "Subcommands: fit (train), validate, test, predict (tag text), and export "
+    "(ONNX/TorchScript; see seqtag export --help). seqtag --version prints the versions."
+)
+
+
+def _version_line() -> str:
+    import lightning
+
+    from seqtag import __version__
+
+    return f"seqtag {__version__} (torch {torch.__version__}, lightning {lightning.__version__})"
+
+
 def main(args: list[str] | None = None) -> None:
     """Run ``seqtag fit|validate|test|predict|export``; user errors end as one line on stderr.
 
@@ -265,6 +275,9 @@ def main(args: list[str] | None = None) -> None:
         args: the arguments after ``seqtag``; ``None`` reads ``sys.argv``.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] in (["--version"], ["-V"]):
+        print(_version_line())
+        return
     if argv[:1] == ["export"]:
         from seqtag.export import main as export_main
 
@@ -282,7 +295,7 @@ def main(args: list[str] | None = None) -> None:
             TaggingDataModule,
             subclass_mode_model=True,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False},
+            parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
             args=None if args is None else argv,
         )
     except SeqtagError as err:

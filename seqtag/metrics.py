@@ -11,11 +11,10 @@ from typing import Any
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from seqtag.data.schemes import OUTSIDE, TagScheme, get_spans, normalize_scheme, split_tag
 
-__all__ = ["OTHER_TYPE", "SpanF1", "TokenAccuracy", "format_span_report", "token_accuracy"]
+__all__ = ["OTHER_TYPE", "SpanF1", "TokenAccuracy", "format_span_report"]
 
 PAD_TARGET = -100
 """Default ignored target: the padding id of :mod:`seqtag.data.batching` (and of PyTorch losses)."""
@@ -56,18 +55,25 @@ class TokenAccuracy(Metric):
         self.correct += (preds.eq(target) & real).sum()
         self.total += real.sum()
 
+    def update_strings(
+        self, preds: Sequence[Sequence[str]], target: Sequence[Sequence[str]]
+    ) -> None:
+        """Count a batch of tag strings, sentence by sentence (span tasks score these in the
+        corpus's own scheme, the one the gold file is written in)."""
+        correct = total = 0
+        for predicted, gold in zip(preds, target, strict=True):
+            if len(predicted) != len(gold):
+                raise ValueError(
+                    f"a predicted sentence has {len(predicted)} tags for {len(gold)} gold tags"
+                )
+            correct += sum(p == g for p, g in zip(predicted, gold, strict=True))
+            total += len(gold)
+        self.correct += correct
+        self.total += total
+
     def compute(self) -> torch.Tensor:
         """Accuracy as a float64 scalar in [0, 1]; 0 when no token was seen."""
         return self.correct.double() / self.total.clamp(min=1)
-
-
-def token_accuracy(num_tags: int, ignore_index: int = PAD_TARGET) -> MulticlassAccuracy:
-    """torchmetrics' stock micro accuracy over real tokens (``ignore_index`` marks padding).
-
-    :class:`TokenAccuracy` does the same job without needing ``num_tags``, and states plainly
-    how targets that are not tag ids (``UNSEEN_TARGET``) count.
-    """
-    return MulticlassAccuracy(num_classes=num_tags, average="micro", ignore_index=ignore_index)
 
 
 def _ratio(numerator: int, denominator: int) -> float:

@@ -1,43 +1,73 @@
 """SequenceTagger: the LightningModule around :class:`seqtag.models.tagger.Tagger`.
 
-It is a thin system: losses, metrics, decoding ids back to strings, and the vocabularies that
-make a checkpoint self-contained. The network is built once the vocabularies are known: from
-the DataModule when training starts, or from the checkpoint when one is loaded. That is why the
-constructor takes only architecture choices, never vocabulary sizes.
+A thin system: losses, metrics, optimizers, decoding ids back to strings, and the vocabularies
+that make a checkpoint self-contained. The network is built one way, from a
+:class:`~seqtag.data.spec.DataSpec`: in the constructor when one is given
+(``SequenceTagger(data=datamodule.spec)``), otherwise in Lightning's ``configure_model`` hook
+from the trainer's DataModule, or from the checkpoint when one is loaded. Before that, its
+parameters already exist as uninitialised placeholders (see :mod:`seqtag.network`), so an
+optimizer made early, as Lightning's own ``LightningCLI --optimizer`` does, trains them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from seqtag.checkpoint import CHECKPOINT_KEY, read_checkpoint_section, write_checkpoint_section
 from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
-from seqtag.data.schemes import allowed_transitions, convert_tags
+from seqtag.data.inputs import as_token_lists
+from seqtag.data.schemes import convert_tags
+from seqtag.data.spec import DataSpec
 from seqtag.data.vocab import Vocabularies
 from seqtag.distributed import configure_threads
-from seqtag.errors import CheckpointError, VectorFormatError
+from seqtag.errors import CheckpointError, ConfigError, VectorFormatError
 from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
-from seqtag.models.chars import build_char_encoder
-from seqtag.models.encoder import BiRNNEncoder, RNNType
+from seqtag.models.encoder import RNNType
 from seqtag.models.tagger import Decoder, Tagger
+from seqtag.network import (
+    DEFAULT_EMBEDDING_DIM,
+    adopt_parameters,
+    build_network,
+    placeholder_network,
+)
 
 log = logging.getLogger(__name__)
 
-#: Key of seqtag's own section in a Lightning checkpoint.
-CHECKPOINT_KEY = "seqtag"
-CHECKPOINT_FORMAT_VERSION = 1
+__all__ = ["CHECKPOINT_KEY", "SequenceTagger", "in_input_order"]
+
+#: The optimizer of the benchmarked recipe (README, Results): Adam at this learning rate...
+DEFAULT_LR = 2e-3
+#: ...multiplied by this after every epoch.
+DEFAULT_LR_DECAY = 0.85
+#: Hyper-parameters that fix the network's shapes; a checkpoint must agree on them.
+ARCHITECTURE = (
+    "rnn_type",
+    "hidden_size",
+    "num_layers",
+    "embedding_dim",
+    "char_features",
+    "char_dim",
+    "char_hidden_size",
+    "decoder",
+)
 
 
 class SequenceTagger(pl.LightningModule):
     """A BiRNN tagger with a softmax or CRF output, trained and evaluated by Lightning.
 
     Args:
+        data: what the data says the network needs (``TaggingDataModule.spec``); leave unset
+            when the trainer's DataModule will provide it, or to load a checkpoint.
         rnn_type: ``lstm``, ``gru`` or ``rnn``.
         hidden_size: RNN units per direction.
         num_layers: stacked BiRNN layers.
@@ -51,14 +81,24 @@ class SequenceTagger(pl.LightningModule):
         freeze_embeddings: keep pretrained word vectors fixed instead of fine-tuning them.
         char_features: ``none``, ``cnn`` (Ma and Hovy 2016) or ``lstm`` (Lample et al. 2016).
         char_dim: character embedding width.
-        char_hidden_size: CNN filters, or LSTM units per direction, of the character encoder.
+        char_hidden_size: filters of the character CNN, or units per direction of the
+            character BiLSTM.
         decoder: ``softmax`` or ``crf``.
         constrained_decoding: with a CRF on a span task, forbid transitions that the tag
             scheme does not allow (such as ``O -> I-PER`` in BIO).
+        lr: learning rate; unset, the optimizer's own (0.002 for the default Adam). Set it,
+            or let ``Tuner.lr_find`` set it, to override the rate of any optimizer.
+        lr_decay: the default schedule multiplies the learning rate by this after every
+            epoch (1.0 keeps it constant); ignored when ``lr_scheduler`` is given.
+        optimizer: makes the optimizer from the parameters; default Adam (fused), the
+            recipe behind the README's results.
+        lr_scheduler: makes the scheduler from the optimizer (stepped every epoch); default
+            exponential decay by ``lr_decay``.
     """
 
     def __init__(
         self,
+        data: DataSpec | None = None,
         rnn_type: RNNType = "lstm",
         hidden_size: int = 256,
         num_layers: int = 1,
@@ -72,84 +112,66 @@ class SequenceTagger(pl.LightningModule):
         char_hidden_size: int = 50,
         decoder: Decoder = "softmax",
         constrained_decoding: bool = True,
+        lr: float | None = None,
+        lr_decay: float = DEFAULT_LR_DECAY,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["data", "optimizer", "lr_scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
         self.vocabularies: Vocabularies | None = None
-        self.tagger: Tagger | None = None
+        # Parameters exist from here on (uninitialised until the vocabularies are known);
+        # building them must not draw from the seeded generator that the real network uses.
+        with torch.random.fork_rng(devices=[]):
+            self.tagger: Tagger = placeholder_network(self.hparams, embedding_dim)
         #: Whether predict_step computes per-token confidences (CRF marginals cost extra).
         self.predict_confidences = True
+        if data is not None:
+            self.build(data)
 
     # -- building -------------------------------------------------------------------------
-    def build(
-        self,
-        vocabularies: Vocabularies,
-        embedding_matrix: Any = None,
-        word_counts: Any = None,
-    ) -> None:
-        """Create the network for these vocabularies.
-
-        Args:
-            vocabularies: what the network's rows and outputs stand for.
-            embedding_matrix: aligned pretrained vectors [len(words), dim] to start from.
-            word_counts: training frequency of every word id, for rare-word dropout.
-        """
-        hp = self.hparams
-        dim = hp.embedding_dim
-        if embedding_matrix is not None:
-            vector_dim = int(embedding_matrix.shape[1])
-            if dim is not None and dim != vector_dim:
-                datamodule = self._datamodule()
-                path = getattr(datamodule, "hparams", {}).get("vectors") or "pretrained vectors"
+    def build(self, data: DataSpec) -> None:
+        """Create the network for this data, starting from its pretrained vectors."""
+        dim = self.hparams.embedding_dim
+        if data.embedding_dim is not None:
+            if dim is not None and dim != data.embedding_dim:
                 raise VectorFormatError(
-                    path,
-                    f"vectors have dimension {vector_dim}, but model.embedding_dim is {dim}; "
-                    "remove model.embedding_dim to take the vectors' dimension",
+                    path=data.vectors_path or "pretrained vectors",
+                    line=None,
+                    message=f"vectors have dimension {data.embedding_dim}, but "
+                    f"model.embedding_dim is {dim}; remove model.embedding_dim to take the "
+                    "vectors' dimension",
                 )
-            dim = vector_dim
-        dim = dim or 100
-        self.hparams.embedding_dim = dim
-        if vocabularies.chars is None and hp.char_features != "none":
-            raise ValueError(
-                "char_features needs a character vocabulary: set data.char_vocabulary: true"
-            )
-        char_encoder = None
-        if hp.char_features != "none":
-            char_encoder = build_char_encoder(
-                hp.char_features,
-                len(vocabularies.chars),
-                char_dim=hp.char_dim,
-                hidden_size=hp.char_hidden_size,
-            )
-        encoder = BiRNNEncoder(
-            len(vocabularies.words),
-            dim,
-            hidden_size=hp.hidden_size,
-            num_layers=hp.num_layers,
-            rnn_type=hp.rnn_type,
-            dropout=hp.dropout,
-            word_dropout=hp.word_dropout,
-            char_encoder=char_encoder,
-            freeze_embeddings=hp.freeze_embeddings,
-            pad_id=vocabularies.words.pad_id,
-            unk_id=vocabularies.words.unk_id,
-        )
-        tagger = Tagger(encoder, len(vocabularies.tags), hp.decoder)
-        if tagger.crf is not None and hp.constrained_decoding and vocabularies.tag_scheme:
-            tagger.crf.set_constraints(
-                *allowed_transitions(vocabularies.tags.items, vocabularies.tag_scheme)
-            )
-        if vocabularies.words.unknown_shapes:
-            words = vocabularies.words
-            encoder.set_unknown_ids(torch.tensor([words.unknown_id(w) for w in words.items]))
-        if word_counts is not None:
-            encoder.set_rare_word_dropout(torch.as_tensor(word_counts), hp.rare_word_dropout)
-        if embedding_matrix is not None:
-            encoder.load_pretrained(torch.as_tensor(embedding_matrix))
-        elif hp.freeze_embeddings:
+            dim = data.embedding_dim
+        vocabularies = data.vocabularies
+        if self.hparams.char_features == "none" and vocabularies.chars is not None:
+            # The model decides whether characters are used; the data only offers them.
+            vocabularies = replace(vocabularies, chars=None)
+        self._build(vocabularies, dim or DEFAULT_EMBEDDING_DIM)
+        encoder = self.tagger.encoder
+        if data.word_counts is not None:
+            counts = torch.tensor(data.word_counts, device=self.device)
+            encoder.set_rare_word_dropout(counts, self.hparams.rare_word_dropout)
+        if data.embedding_matrix is not None:
+            encoder.load_pretrained(torch.tensor(data.embedding_matrix, device=self.device))
+        elif self.hparams.freeze_embeddings:
             log.warning("freeze_embeddings is set but there are no pretrained vectors")
-        self.tagger = tagger.to(self.device)
+
+    def _build(self, vocabularies: Vocabularies, embedding_dim: int) -> None:
+        if vocabularies.chars is None and self.hparams.char_features != "none":
+            raise ConfigError(
+                f"char_features={self.hparams.char_features!r} needs a character vocabulary, "
+                "and these vocabularies have none"
+            )
+        network = build_network(self.hparams, vocabularies, embedding_dim).to(self.device)
+        adopt_parameters(network, self.tagger)
+        self.tagger = network
         self.vocabularies = vocabularies
+        if self.hparams.embedding_dim != embedding_dim:
+            # Recorded as a hyper-parameter, also in hparams.yaml, which is written later.
+            self.save_hyperparameters({**self.hparams, "embedding_dim": embedding_dim})
         self._build_metrics()
 
     def _build_metrics(self) -> None:
@@ -161,24 +183,34 @@ class SequenceTagger(pl.LightningModule):
         # Tag-level confusion on the test set (training-scheme tags), for ConfusionMatrixPlot.
         self.test_confusion = MulticlassConfusionMatrix(num_classes=len(vocab.tags))
 
-    def _datamodule(self) -> Any:
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+    def configure_model(self) -> None:
+        """Build the network from the trainer's DataModule when training starts without one.
+
+        Evaluation and prediction take the network from the checkpoint instead
+        (``ckpt_path=``, or a model from ``load_from_checkpoint``).
+        """
+        if self.vocabularies is not None:
+            return
+        try:
+            trainer = self.trainer
+        except RuntimeError:
+            return  # load_from_checkpoint calls this hook without a trainer
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        spec = getattr(trainer.datamodule, "spec", None)
+        if not isinstance(spec, DataSpec):
+            raise ConfigError(
+                "SequenceTagger has no vocabularies: train it with a TaggingDataModule "
+                "(trainer.fit(model, datamodule=dm)), or build it from one "
+                "(SequenceTagger(data=dm.spec, ...)) before passing your own dataloaders"
+            )
+        self.build(spec)
 
     def setup(self, stage: str) -> None:
-        if self._trainer is not None:
-            configure_threads(self._trainer)  # DDP on the CPU: each process its share of cores
-        datamodule = self._datamodule()
-        if self.vocabularies is None:
-            if stage == "fit" and getattr(datamodule, "vocabularies", None) is not None:
-                self.build(
-                    datamodule.vocabularies, datamodule.embedding_matrix, datamodule.word_counts
-                )
-                datamodule.embedding_matrix = None  # the copy lives in the model now
-        elif datamodule is not None and hasattr(datamodule, "use_vocabularies"):
-            datamodule.use_vocabularies(self.vocabularies)
+        configure_threads(self.trainer)  # DDP on the CPU: each process its share of cores
 
     def _require_tagger(self) -> Tagger:
-        if self.tagger is None:
+        if self.vocabularies is None:
             raise CheckpointError(
                 "the model has no vocabularies yet: train it (seqtag fit) or load a checkpoint "
                 "(--ckpt_path, SequenceTagger.load_from_checkpoint)"
@@ -187,23 +219,27 @@ class SequenceTagger(pl.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "vocabularies": self._require_vocabularies().to_dict(),
-        }
+        self._require_tagger()
+        write_checkpoint_section(checkpoint, self.vocabularies)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        section = checkpoint.get(CHECKPOINT_KEY)
-        if not isinstance(section, dict) or "vocabularies" not in section:
+        """The checkpoint decides: its vocabularies and architecture replace the model's."""
+        vocabularies = read_checkpoint_section(checkpoint)
+        stored = checkpoint.get("hyper_parameters") or {}
+        if self.hparams.embedding_dim is None and stored.get("embedding_dim"):
+            self.hparams.embedding_dim = int(stored["embedding_dim"])
+        different = [
+            f"{name}={stored[name]!r} (this model: {self.hparams.get(name)!r})"
+            for name in ARCHITECTURE
+            if name in stored and stored[name] != self.hparams.get(name)
+        ]
+        if different:
             raise CheckpointError(
-                "not a seqtag checkpoint: it has no vocabularies (section 'seqtag')"
+                f"the checkpoint was trained with {', '.join(different)}; load it with "
+                "SequenceTagger.load_from_checkpoint(path), which takes them from the checkpoint"
             )
-        vocabularies = Vocabularies.from_dict(section["vocabularies"])
-        if self.vocabularies != vocabularies or self.tagger is None:
-            self.build(vocabularies)
-        datamodule = self._datamodule()
-        if datamodule is not None and hasattr(datamodule, "use_vocabularies"):
-            datamodule.use_vocabularies(vocabularies)
+        if self.vocabularies != vocabularies:
+            self._build(vocabularies, self.hparams.embedding_dim or DEFAULT_EMBEDDING_DIM)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -229,14 +265,10 @@ class SequenceTagger(pl.LightningModule):
             **kwargs,
         )
 
-    def _require_vocabularies(self) -> Vocabularies:
-        self._require_tagger()
-        return self.vocabularies
-
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
-        """Move the batch's tensors; leave its lists (the gold tag strings) as they are.
+        """Move the batch's tensors; leave its lists (tokens, gold tag strings) as they are.
 
         Lightning's default walks every element of every nested list looking for tensors:
         for a batch of 32 sentences with their gold tags that cost 5 ms a step, 15% of a
@@ -269,14 +301,18 @@ class SequenceTagger(pl.LightningModule):
         self.log(f"{stage}_loss", loss, sync_dist=True, batch_size=int(scored.sum()))
         predicted = self.tagger.predict(emissions, batch["mask"])
         accuracy = getattr(self, f"{stage}_acc")
-        accuracy.update(predicted, batch["tags"])
+        spans = getattr(self, f"{stage}_spans")
+        if spans is None:
+            accuracy.update(predicted, batch["tags"])
+        else:
+            # Span tasks: every score in the corpus's own scheme, as the gold file has it.
+            corpus_tags = self._to_corpus_tags(predicted, batch["lengths"])
+            accuracy.update_strings(corpus_tags, batch["gold"])
+            spans.update_strings(corpus_tags, batch["gold"])
         self.log(f"{stage}_acc", accuracy, prog_bar=True, batch_size=size)
         if stage == "test":
             known = batch["tags"] >= 0
             self.test_confusion.update(predicted[known], batch["tags"][known])
-        spans = getattr(self, f"{stage}_spans")
-        if spans is not None:
-            spans.update_strings(self._to_corpus_tags(predicted, batch["lengths"]), batch["gold"])
 
     def _to_corpus_tags(self, ids: Tensor, lengths: Tensor) -> list[list[str]]:
         vocab = self.vocabularies
@@ -315,10 +351,12 @@ class SequenceTagger(pl.LightningModule):
         self._log_spans("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Per sentence: its position in the input, tags (corpus scheme) and confidences.
+        """Per sentence: ``index`` (position in the input), ``tokens``, ``tags``, ``confidences``.
 
-        Confidences are ``None`` when :attr:`predict_confidences` is off (the prediction writer
-        turns it off when it does not write them): a CRF then skips its forward-backward pass.
+        Batches come in length order; :func:`in_input_order` puts ``trainer.predict``'s output
+        back in input order. Tags are in the corpus scheme. Confidences are ``None`` when
+        :attr:`predict_confidences` is off (the prediction writer turns it off when it does
+        not write them): a CRF then skips its forward-backward pass.
         """
         return self._predict_batch(batch, self.predict_confidences)
 
@@ -331,40 +369,61 @@ class SequenceTagger(pl.LightningModule):
             best = self.tagger.predict(emissions, batch["mask"])
             rows = [None] * len(best)
         tags = self._to_corpus_tags(best, batch["lengths"])
+        tokens = batch.get("tokens") or [None] * len(tags)
         return [
             {
                 "index": index,
+                "tokens": list(words) if words is not None else None,
                 "tags": sentence_tags,
                 "confidences": row[: len(sentence_tags)] if row is not None else None,
             }
-            for index, sentence_tags, row in zip(batch["index"].tolist(), tags, rows, strict=True)
+            for index, words, sentence_tags, row in zip(
+                batch["index"].tolist(), tokens, tags, rows, strict=True
+            )
         ]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam at 1e-3 (fused: several times faster on CPU).
-
-        The CLI's ``optimizer:`` and ``lr_scheduler:`` sections replace it.
-        """
-        return torch.optim.Adam(self.parameters(), lr=1e-3, fused=True)
+    def configure_optimizers(self) -> Any:
+        """The optimizer and per-epoch scheduler of the hyper-parameters (see the class doc)."""
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.Adam(self.parameters(), lr=DEFAULT_LR, fused=True)
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
+        if self.hparams.lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.lr
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+        elif self.hparams.lr_decay != 1.0:
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, self.hparams.lr_decay)
+        else:
+            return optimizer
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = getattr(scheduler, "monitor", "val_loss")
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     # -- Python API -----------------------------------------------------------------------
     @torch.inference_mode()
     def tag(
-        self, sentences: Sequence[Sequence[str]], batch_size: int = 256
+        self, sentences: Iterable[Iterable[str]] | Iterable[str], batch_size: int = 256
     ) -> list[list[tuple[str, float]]]:
-        """Tag tokenised sentences; returns ``(tag, confidence)`` per token, in input order.
+        """Tag sentences; returns ``(tag, confidence)`` per token, sentences in input order.
 
-        Works without a Trainer or a DataModule: the checkpoint's vocabularies encode the
-        text. Runs on whatever device the module is on, in batches of ``batch_size``.
+        ``sentences`` is a list of token lists, or a list of sentence strings that are split
+        on whitespace. A bare string or one sentence's flat token list is refused (it would
+        tag every character or every word as a sentence of its own). Works without a Trainer
+        or a DataModule: the checkpoint's vocabularies encode the text. Runs on whatever
+        device the module is on, in batches of ``batch_size``.
         """
         tagger = self._require_tagger()
         vocab = self.vocabularies
+        token_lists = as_token_lists(sentences)
         encoded = [
             encode_sentence(vocab, i, tokens)
-            for i, tokens in enumerate(sentences)
+            for i, tokens in enumerate(token_lists)
             if len(tokens) > 0
         ]
-        results: list[list[tuple[str, float]]] = [[] for _ in sentences]
+        results: list[list[tuple[str, float]]] = [[] for _ in token_lists]
         if not encoded:
             return results
         was_training = tagger.training
@@ -383,3 +442,14 @@ class SequenceTagger(pl.LightningModule):
         finally:
             tagger.train(was_training)
         return results
+
+
+def in_input_order(predictions: Iterable[Iterable[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """``trainer.predict(model, datamodule=dm)``'s batches as one list in input order.
+
+    Each item holds ``index``, ``tokens``, ``tags`` and ``confidences`` of one sentence. With
+    several processes, each returns its own share: gather them first (or use ``seqtag
+    predict``, whose writer does).
+    """
+    sentences = [dict(sentence) for batch in predictions for sentence in batch]
+    return sorted(sentences, key=lambda sentence: sentence["index"])

@@ -29,7 +29,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -122,7 +121,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not _is_local_path(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = Path(path)
@@ -142,6 +141,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.unlink(temporary)
             raise
         _fsync_directory(target.parent)
+
+
+def _is_local_path(path: Any) -> bool:
+    """A plain file system path (``/a/b``, ``file:///a/b``), not ``s3://`` and the like."""
+    text = str(path)
+    return "://" not in text or text.startswith("file://")
 
 
 def _new_file_mode(target: Path) -> int:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from seqtag.data.formats import write_first_sentences
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared" / "data"
 DATA = REPO / "data"
+
+# benchmarks/ is a folder of scripts, not a package: its helpers are imported by module name.
+sys.path.append(str(REPO / "benchmarks"))
+from corpus_slice import head_sentences  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,11 +35,6 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
-
-
-def head_sentences(source: Path, target: Path, count: int) -> Path:
-    """Copy the first ``count`` blank-line-separated sentences of a (gzipped) corpus."""
-    return write_first_sentences(source, target, count)
 
 
 @pytest.fixture(scope="session")

@@ -71,26 +71,23 @@ def _datamodule(corpus, **kwargs) -> TaggingDataModule:
 
 
 def test_test_words_with_vectors_are_not_unknown(corpus):
-    dm = _datamodule(corpus)
-    dm.setup("fit")
-    words = dm.vocabularies.words
+    spec = _datamodule(corpus).spec
+    words = spec.vocabularies.words
     # "zebra" occurs only in the test file, but it has a vector: it gets its own row.
     assert "zebra" in words
     assert words.index("zebra") != words.unk_id
     # "1984" finds the vector of "0000" through the digit fallback, under its own row.
     np.testing.assert_allclose(
-        dm.embedding_matrix[words.index("1984")], [0.6, 0.61, 0.62, 0.63], rtol=1e-6
+        spec.embedding_matrix[words.index("1984")], [0.6, 0.61, 0.62, 0.63], rtol=1e-6
     )
     row = words.index("zebra")
-    np.testing.assert_allclose(dm.embedding_matrix[row], [0.5, 0.51, 0.52, 0.53], rtol=1e-6)
+    np.testing.assert_allclose(spec.embedding_matrix[row], [0.5, 0.51, 0.52, 0.53], rtol=1e-6)
     # Rare-word dropout needs training counts: zebra was never seen in training.
-    assert dm.word_counts[row] == 0 and dm.word_counts[words.index("dog")] == 2
+    assert spec.word_counts[row] == 0 and spec.word_counts[words.index("dog")] == 2
 
 
 def test_vocabularies_are_deterministic(corpus):
-    first, second = _datamodule(corpus), _datamodule(corpus)
-    first.setup("fit")
-    second.setup("fit")
+    first, second = _datamodule(corpus).spec, _datamodule(corpus).spec
     assert first.vocabularies == second.vocabularies
     assert list(first.vocabularies.tags) == ["ADV", "DET", "NOUN", "VERB"]
 
@@ -142,7 +139,7 @@ def test_bad_tag_under_a_scheme_names_file_and_line(tmp_path, corpus):
 
 
 def test_evaluation_without_vocabularies_says_what_to_do(corpus):
-    dm = _datamodule(corpus)
+    dm = _datamodule(corpus, train_path=None)
     with pytest.raises(ConfigError, match="ckpt_path"):
         dm.test_dataloader()
 
@@ -150,7 +147,7 @@ def test_evaluation_without_vocabularies_says_what_to_do(corpus):
 def test_train_fit_and_tag_in_python(corpus, tmp_path):
     pl.seed_everything(0)
     dm = _datamodule(corpus)
-    model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0)
+    model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0, lr_decay=1.0)
     trainer = pl.Trainer(
         max_epochs=100,
         logger=False,
@@ -180,7 +177,7 @@ def test_val_from_train_holds_out_the_last_sentences(corpus):
     dm.setup("fit")
     assert [s.tokens for s in dm.sentences("val")] == [("the", "dog", "sleeps")]
     assert len(dm.sentences("train")) == 2
-    assert "loudly" in dm.vocabularies.words
+    assert "loudly" in dm.spec.vocabularies.words
     with pytest.raises(ValueError, match="not both"):
         _datamodule(corpus, val_from_train=1)
 

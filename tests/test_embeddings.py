@@ -1,10 +1,16 @@
-"""Pretrained vectors: every format on tiny files made here, fallbacks, errors, alignment."""
+"""Pretrained vectors: every format on tiny files made here, fallbacks, errors, alignment.
+
+Covers :mod:`seqtag.data.vector_files`, :mod:`seqtag.data.embeddings` and
+:mod:`seqtag.data.alignment` through their public functions.
+"""
 
 from __future__ import annotations
 
 import gzip
 import logging
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +18,8 @@ import pytest
 from gensim.models import FastText, KeyedVectors
 from gensim.models.fasttext import save_facebook_model
 
-from seqtag.data.embeddings import (
-    CoverageReport,
-    PretrainedVectors,
-    align_vectors,
-    fallback_forms,
-    load_vectors,
-    pretrained_words_in,
-)
+from seqtag.data.alignment import CoverageReport, align_vectors, pretrained_words_in
+from seqtag.data.embeddings import PretrainedVectors, load_vectors
 from seqtag.errors import VectorFormatError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -124,6 +124,21 @@ def test_compressed_text_and_binary(tiny, tmp_path: Path) -> None:
         np.testing.assert_array_equal(vectors.matrix, kv.vectors)
 
 
+def test_text_formats_and_alignment_need_no_gensim(tiny) -> None:
+    """Only the gensim loaders import gensim; sniffing, text parsing and alignment do not."""
+    code = (
+        "import sys\n"
+        "from seqtag.data.alignment import align_vectors\n"
+        "from seqtag.data.embeddings import load_vectors\n"
+        f"vectors = load_vectors({str(tiny[1]['glove'])!r}, cache=False)\n"
+        "align_vectors(vectors, ['<pad>', '<unk>', 'The', 'cat'])\n"
+        "print('gensim' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
 def test_fasttext_bin_in_vocabulary_and_subword_vectors(fasttext_bin) -> None:
     model, path = fasttext_bin
     vectors = load_vectors(path, "fasttext-bin")
@@ -145,17 +160,6 @@ def test_fasttext_bin_in_vocabulary_and_subword_vectors(fasttext_bin) -> None:
 
 
 # -- lookup fallbacks ---------------------------------------------------------------------------
-
-
-def test_fallback_forms_order() -> None:
-    assert fallback_forms("Ab12") == [
-        ("Ab12", "exact"),
-        ("ab12", "lower"),
-        ("Ab00", "digits"),
-        ("ab00", "digits"),
-    ]
-    assert fallback_forms("the") == [("the", "exact")]
-    assert fallback_forms("1984") == [("1984", "exact"), ("0000", "digits")]
 
 
 def test_lookup_fallback_order(tiny) -> None:
@@ -211,7 +215,7 @@ def test_align_vectors_and_coverage(caplog: pytest.LogCaptureFixture) -> None:
     vectors = table(["apple", "dog", "0000", "cat"], dim=8)
     vocabulary = ["<pad>", "<unk>", "apple", "Dog", "1999", "zebra"]
     counts = {"apple": 5, "Dog": 3, "1999": 2, "zebra": 10, "rare": 1}
-    with caplog.at_level(logging.INFO, logger="seqtag.data.embeddings"):
+    with caplog.at_level(logging.INFO, logger="seqtag.data.alignment"):
         matrix, report = align_vectors(vectors, vocabulary, word_counts=counts, seed=3)
     assert matrix.shape == (6, 8)
     assert matrix.dtype == np.float32

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import head_sentences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,6 @@ from seqtag.data.formats import (
     read_corpus,
     read_plain,
     write_columns,
-    write_first_sentences,
 )
 from seqtag.errors import CorpusFormatError
 
@@ -460,12 +460,13 @@ def test_readers_raise_only_corpus_format_errors(
             assert sentence.line >= 1
 
 
-def test_write_first_sentences_slices_a_gzipped_corpus(tmp_path):
+def test_head_sentences_slices_a_gzipped_corpus(tmp_path):
+    """Corpus slices of tests and benchmarks (``benchmarks/corpus_slice.py``) read back."""
     source = tmp_path / "corpus.conllu.gz"
     with gzip.open(source, "wt", encoding="utf-8") as stream:
         stream.write(TINY_CONLLU.read_text(encoding="utf-8"))
     everything = read_conllu(TINY_CONLLU)
-    first = read_conllu(write_first_sentences(source, tmp_path / "one.conllu", 1))
+    first = read_conllu(head_sentences(source, tmp_path / "one.conllu", 1))
     assert [s.tokens for s in first] == [everything[0].tokens]
-    more = read_conllu(write_first_sentences(source, tmp_path / "all.conllu", 10_000))
+    more = read_conllu(head_sentences(source, tmp_path / "all.conllu", 10_000))
     assert [s.tokens for s in more] == [s.tokens for s in everything]

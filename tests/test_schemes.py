@@ -13,7 +13,6 @@ from seqtag.data.schemes import (
     SCHEMES,
     allowed_transitions,
     convert_tags,
-    detect_scheme,
     get_spans,
     normalize_scheme,
     split_tag,
@@ -271,44 +270,6 @@ def test_ill_formed_input_converts_to_well_formed_output_keeping_chunks(source, 
         assert len(converted) == len(tags)
         assert converted == emit(spans, len(tags), target)
         assert get_spans(converted, target) == spans
-
-
-# -- scheme detection ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("corpus", "expected"),
-    [
-        ([], "iob2"),
-        ([["O", "O"]], "iob2"),
-        ([["B-PER", "I-PER", "O"], ["B-LOC"]], "iob2"),
-        ([["I-PER", "I-PER", "O"], ["I-LOC", "B-LOC"]], "iob1"),
-        ([["I-PER", "I-LOC"]], "iob1"),  # I- after another type opens a chunk too
-        ([["I-PER", "O"], ["O", "B-LOC"]], "iob2"),  # B- opening a chunk: not iob1
-        ([["B-PER", "B-PER"]], "iob2"),
-        ([["B-PER", "E-PER"]], "bioes"),
-        ([["O"], ["I-PER", "S-PER"]], "bioes"),
-    ],
-)
-def test_detect_scheme(corpus, expected):
-    assert detect_scheme(corpus) == expected
-
-
-def test_detect_scheme_on_generated_corpora():
-    rng = random.Random(3)
-    for scheme in SCHEMES:
-        corpus = []
-        for _ in range(50):
-            length = rng.randint(1, 12)
-            corpus.append(emit(random_spans(rng, length), length, scheme))
-        assert detect_scheme(iter(corpus)) == scheme
-
-
-def test_detect_scheme_rejects_bad_tags_and_a_bare_sentence():
-    with pytest.raises(TagSchemeError, match="'X-PER'"):
-        detect_scheme([["O", "X-PER"]])
-    with pytest.raises(TypeError, match="one sequence of tags per sentence"):
-        detect_scheme(["B-PER", "I-PER"])
 
 
 # -- constraints for CRF decoding ------------------------------------------------------------

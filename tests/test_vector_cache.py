@@ -13,6 +13,7 @@ from gensim.models import KeyedVectors
 import seqtag.data.embeddings as embeddings
 from seqtag.data.embeddings import load_vectors
 from seqtag.data.vector_cache import cache_dir
+from seqtag.errors import VectorFormatError
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def _forbid_parsing(monkeypatch) -> None:
         raise AssertionError("the file was parsed again instead of loaded from the cache")
 
     monkeypatch.setattr(embeddings, "_read_word2vec_binary", refuse)
-    monkeypatch.setattr(embeddings, "_read_text", refuse)
+    monkeypatch.setattr(embeddings, "read_text_vectors", refuse)
 
 
 @pytest.mark.parametrize("suffix", [".bin", ".txt"])
@@ -100,6 +101,6 @@ def test_damaged_entry_is_ignored_and_rewritten(tmp_path, cache, caplog):
 def test_invalid_files_are_never_cached(tmp_path, cache):
     path = tmp_path / "vectors.txt"
     path.write_text("2 3\nthe 1 2 3\ncat 1 nan 3\n", encoding="utf-8")
-    with pytest.raises(embeddings.VectorFormatError, match="NaN"):
+    with pytest.raises(VectorFormatError, match="NaN"):
         load_vectors(path)
     assert not cache.exists() or not any(cache.iterdir())

@@ -4,10 +4,12 @@ import pytest
 
 from seqtag.data.vocab import (
     PAD,
+    PAD_ID,
     SHAPES,
     UNK,
     Vocabularies,
     Vocabulary,
+    lookup_forms,
     normalize_digits,
     shape_entry,
     word_shape,
@@ -42,6 +44,35 @@ def test_fallback_exact_then_lower_then_digits():
     assert vocab.decode([vocab.index("12.5")]) == ["00.0"]
     assert vocab.index("unseen") == vocab.unk_id
     assert normalize_digits("A1b22") == "A0b00"
+
+
+def test_lookup_forms_order_and_deduplication():
+    assert lookup_forms("Ab12") == [
+        ("Ab12", "exact"),
+        ("ab12", "lower"),
+        ("Ab00", "digits"),
+        ("ab00", "digits"),
+    ]
+    assert lookup_forms("the") == [("the", "exact")]
+    assert lookup_forms("1984") == [("1984", "exact"), ("0000", "digits")]
+    assert lookup_forms("AB") == [("AB", "exact"), ("ab", "lower")]
+
+
+def test_fallback_lookup_follows_lookup_forms():
+    """Whatever the vocabulary holds, the id is that of the first form of lookup_forms in it."""
+    forms = ["Ab12", "ab12", "Ab00", "ab00"]
+    for mask in range(1, 1 << len(forms)):
+        held = [form for i, form in enumerate(forms) if mask >> i & 1]
+        vocab = Vocabulary(held, fallback=True)
+        first = next(form for form, _ in lookup_forms("Ab12") if form in held)
+        assert vocab.decode([vocab.index("Ab12")]) == [first]
+
+
+def test_padding_comes_first_with_id_pad_id():
+    for vocab in (Vocabulary(["b", "a"]), Vocabulary(["x"], unknown_shapes=True)):
+        assert vocab.pad_id == PAD_ID
+        assert vocab.items[PAD_ID] == PAD
+    assert Vocabulary(["NOUN"], pad=None, unk=None).pad_id is None
 
 
 def test_without_fallback_lookup_is_exact():

@@ -35,6 +35,7 @@ class EncodedSentence:
     tags: np.ndarray | None
     chars: list[np.ndarray] | None
     gold: tuple[str, ...] | None = None
+    tokens: tuple[str, ...] | None = None
 
 
 def encode_sentence(
@@ -43,16 +44,19 @@ def encode_sentence(
     tokens: Sequence[str],
     tags: np.ndarray | None = None,
     gold: tuple[str, ...] | None = None,
+    keep_tokens: bool = False,
 ) -> EncodedSentence:
     """Word (and, when the model has them, character) ids of one tokenised sentence.
 
     The one place text becomes model input, shared by the DataModule and ``tag()``.
+    ``keep_tokens`` keeps the strings too, for prediction output.
     """
     chars = None
     if vocabularies.chars is not None:
         chars = [np.asarray(c, dtype=np.int64) for c in vocabularies.encode_chars(tokens)]
     words = np.asarray(vocabularies.encode_words(tokens), dtype=np.int64)
-    return EncodedSentence(index, words, tags, chars, gold)
+    kept = tuple(tokens) if keep_tokens else None
+    return EncodedSentence(index, words, tags, chars, gold, kept)
 
 
 class EncodedDataset(Dataset):
@@ -80,7 +84,8 @@ def collate(batch: Sequence[EncodedSentence]) -> dict[str, Tensor]:
     Returns a dict of tensors: ``words`` [B, T], ``lengths`` [B] (on the CPU, as packing needs),
     ``mask`` [B, T] bool, ``index`` [B] (positions in the input file), and when present
     ``tags`` [B, T] (``PAD_TARGET`` at padding), ``chars`` [B, T, C] (0 at padding) and
-    ``gold``, the gold tag strings in the corpus's own scheme (a list, for span scoring).
+    ``gold``, the gold tag strings in the corpus's own scheme (a list, for span scoring),
+    and ``tokens``, the sentences' tokens (a list, for prediction output).
     """
     lengths = np.fromiter((len(s.words) for s in batch), dtype=np.int64, count=len(batch))
     size, longest = len(batch), int(lengths.max())
@@ -108,6 +113,8 @@ def collate(batch: Sequence[EncodedSentence]) -> dict[str, Tensor]:
         out["chars"] = torch.from_numpy(chars)
     if batch[0].gold is not None:
         out["gold"] = [s.gold for s in batch]
+    if batch[0].tokens is not None:
+        out["tokens"] = [s.tokens for s in batch]
     return out
 
 

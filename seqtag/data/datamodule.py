@@ -1,17 +1,20 @@
 """TaggingDataModule: corpus files in, length-bucketed padded batches out.
 
-The DataModule reads the splits, builds the vocabularies from the training split and aligns the
-pretrained vectors to them. Once a model has been trained, the model's vocabularies are the
-truth: a model restored from a checkpoint hands them back to the DataModule
-(:meth:`TaggingDataModule.use_vocabularies`), so evaluation encodes text exactly as training did
-and never needs the training corpus or the vector file.
+The DataModule reads the splits and, for a model trained from scratch, produces its
+:class:`~seqtag.data.spec.DataSpec` (:attr:`TaggingDataModule.spec`): vocabularies from the
+training split and the pretrained vectors aligned to them. The build runs one way: the model is
+built from the spec and never writes into the DataModule. Once the trainer's model has
+vocabularies (it was trained, or restored from a checkpoint), they are the truth about how text
+becomes ids: the loaders encode with them, settings the DataModule leaves unset follow them,
+and a setting that contradicts them is an error rather than a silent change of results.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from functools import cached_property
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -29,6 +32,7 @@ from seqtag.data.batching import (
 )
 from seqtag.data.formats import CorpusFormat, Sentence, read_corpus
 from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
+from seqtag.data.spec import DataSpec
 from seqtag.data.vocab import Vocabularies, Vocabulary
 from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
 
@@ -36,6 +40,9 @@ log = logging.getLogger(__name__)
 
 Split = Literal["train", "val", "test", "predict"]
 SchemeName = Literal["iob1", "iob2", "bio", "bioes", "iobes"]
+
+#: Encoding settings and their values when neither the user nor a checkpoint sets them.
+ENCODING_DEFAULTS = {"lowercase": False, "unknown_shapes": True, "max_word_length": 30}
 
 
 class TaggingDataModule(pl.LightningDataModule):
@@ -55,25 +62,28 @@ class TaggingDataModule(pl.LightningDataModule):
         tag_scheme: chunk/entity scheme of the corpus (``iob1``, ``iob2``/``bio``,
             ``bioes``/``iobes``); leave unset for POS tags. Span tasks are scored with span F1.
         train_scheme: scheme to train in (default: the corpus scheme); predictions are
-            converted back to the corpus scheme for scoring and output.
+            converted back to the corpus scheme for scoring and output. With a trained model
+            both schemes follow its checkpoint; leave them unset or repeat them.
         batch_size: sentences per batch.
         max_batch_tokens: at most this many padded tokens (sentences x longest sentence) per
             training batch; sentences too long for a full batch are batched apart, in smaller
             batches. Bounds the memory of a step on corpora with document-length "sentences".
         num_workers: DataLoader worker processes.
         min_freq: training words seen fewer times are unknown, unless they have a vector.
-        lowercase: lowercase words before lookup (characters keep their case).
+        lowercase: lowercase words before lookup (characters keep their case); default
+            false, or the checkpoint's.
         unknown_shapes: unknown words get one of several unknown entries by their shape
             (capitalised, all digits, punctuation, hyphenated, ...) instead of one for all;
-            on EWT UPOS this lifted accuracy on unknown words markedly (see README).
+            on EWT UPOS this lifted accuracy on unknown words markedly (see README). Default
+            true, or the checkpoint's.
         vectors: pretrained word vectors read with gensim.
         vectors_format: ``auto`` or a format of :func:`seqtag.data.embeddings.load_vectors`.
         vectors_cache: parse the vector file once and load it from seqtag's cache afterwards
             (see :mod:`seqtag.data.vector_cache`; ``SEQTAG_CACHE_DIR`` says where).
         vectors_top_k: also add the ``k`` most frequent words of the vector table to the
             vocabulary, so text unseen in every split still finds vectors at prediction time.
-        char_vocabulary: build a character vocabulary (needed by character features).
-        max_word_length: characters per word kept for character features.
+        max_word_length: characters per word kept for character features; default 30, or
+            the checkpoint's.
         seed: seed of the batch shuffling (the same on every process).
         pool_size: batches per sorting pool of the length bucketing.
         val_from_train: hold out the last ``n`` training sentences as the validation split,
@@ -98,14 +108,13 @@ class TaggingDataModule(pl.LightningDataModule):
         max_batch_tokens: int | None = None,
         num_workers: int = 0,
         min_freq: int = 1,
-        lowercase: bool = False,
-        unknown_shapes: bool = True,
+        lowercase: bool | None = None,
+        unknown_shapes: bool | None = None,
         vectors: str | None = None,
         vectors_format: str = "auto",
         vectors_cache: bool = True,
         vectors_top_k: int = 0,
-        char_vocabulary: bool = False,
-        max_word_length: int = 30,
+        max_word_length: int | None = None,
         seed: int = 42,
         pool_size: int = 100,
         val_from_train: int = 0,
@@ -119,19 +128,59 @@ class TaggingDataModule(pl.LightningDataModule):
             "predict": predict_path,
         }
         self.corpus_scheme = normalize_scheme(tag_scheme) if tag_scheme else None
-        self.train_scheme = normalize_scheme(train_scheme) if train_scheme else self.corpus_scheme
+        self.train_scheme = normalize_scheme(train_scheme) if train_scheme else None
         if self.train_scheme and not self.corpus_scheme:
             raise ConfigError(
                 "data.train_scheme needs data.tag_scheme, the scheme of the corpus files"
             )
         if val_from_train and val_path:
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
-        self.vocabularies: Vocabularies | None = None
-        #: Aligned embedding matrix [len(words), dim] for a model trained from scratch.
-        self.embedding_matrix: np.ndarray | None = None
-        #: Training frequency of every word id [len(words)], for rare-word dropout.
-        self.word_counts: np.ndarray | None = None
         self._sentences: dict[Split, list[Sentence]] = {}
+
+    # -- what the model says ---------------------------------------------------------------
+    def _model_vocabularies(self) -> Vocabularies | None:
+        """The vocabularies of the trainer's model, once it has them (trained or restored)."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(model, "vocabularies", None)
+
+    def _check_agrees(self, vocab: Vocabularies) -> None:
+        """Refuse settings that contradict the model's vocabularies, naming the setting."""
+        hp = self.hparams
+        given = {
+            "tag_scheme": (self.corpus_scheme, vocab.corpus_scheme),
+            "train_scheme": (self.train_scheme, vocab.tag_scheme),
+            "lowercase": (hp.lowercase, vocab.lowercase),
+            "unknown_shapes": (hp.unknown_shapes, vocab.words.unknown_shapes),
+        }
+        if vocab.chars is not None:
+            given["max_word_length"] = (hp.max_word_length, vocab.max_word_length)
+        for name, (setting, trained) in given.items():
+            if setting is not None and setting != trained:
+                raise ConfigError(
+                    f"data.{name} is {setting!r}, but the model was trained with {trained!r}: "
+                    f"the checkpoint decides how text is encoded, so remove data.{name} or set "
+                    f"it to {trained!r}"
+                )
+
+    def _vocabularies(self, split: Split) -> Vocabularies:
+        """How text is encoded: the model's vocabularies, else those of the spec."""
+        vocab = self._model_vocabularies()
+        if vocab is not None:
+            self._check_agrees(vocab)
+            return vocab
+        if self.paths["train"]:
+            return self.spec.vocabularies  # what a model built from this data will use
+        raise ConfigError(
+            "there is no trained model to encode the text with: train one first, or evaluate "
+            "with a checkpoint (--ckpt_path, SequenceTagger.load_from_checkpoint)"
+        )
+
+    def _schemes(self) -> tuple[str | None, str | None]:
+        """(corpus scheme, training scheme): the model's when it has them, else the settings."""
+        vocab = self._model_vocabularies()
+        if vocab is not None:
+            return vocab.corpus_scheme, vocab.tag_scheme
+        return self.corpus_scheme, self.train_scheme or self.corpus_scheme
 
     # -- reading ---------------------------------------------------------------------------
     def sentences(self, split: Split) -> list[Sentence]:
@@ -164,10 +213,11 @@ class TaggingDataModule(pl.LightningDataModule):
                 tag_column=hp.tag_column,
                 require_tags=split != "predict",
             )
-            if self.corpus_scheme and split != "predict":
+            corpus_scheme, _ = self._schemes()
+            if corpus_scheme and split != "predict":
                 for sentence in sentences:
                     try:
-                        validate_tags(sentence.tags, self.corpus_scheme)
+                        validate_tags(sentence.tags, corpus_scheme)
                     except TagSchemeError as err:
                         raise CorpusFormatError(
                             path, sentence.line, f"in the sentence starting on this line: {err}"
@@ -179,21 +229,33 @@ class TaggingDataModule(pl.LightningDataModule):
             self._sentences[split] = sentences
         return self._sentences[split]
 
-    def _train_tags(self, sentence: Sentence) -> Sequence[str]:
-        if self.corpus_scheme and self.train_scheme != self.corpus_scheme:
-            return convert_tags(sentence.tags, self.corpus_scheme, self.train_scheme)
+    @staticmethod
+    def _train_tags(
+        sentence: Sentence, corpus_scheme: str | None, train_scheme: str | None
+    ) -> Sequence[str]:
+        if corpus_scheme and train_scheme != corpus_scheme:
+            return convert_tags(sentence.tags, corpus_scheme, train_scheme)
         return sentence.tags
 
-    # -- vocabularies ----------------------------------------------------------------------
-    def build_vocabularies(self) -> Vocabularies:
-        """Vocabularies from the training split, plus every word of any split with a vector."""
-        from seqtag.data.embeddings import align_vectors, load_vectors, pretrained_words_in
+    # -- the spec --------------------------------------------------------------------------
+    @cached_property
+    def spec(self) -> DataSpec:
+        """What a new model needs from this data, computed on first use.
+
+        Reads the training split (and, for the vectors, the words of every configured split)
+        and the vector file. Vocabularies: every training word seen ``min_freq`` times, plus
+        every word of any split that has a vector; a character vocabulary from the training
+        text (used when the model has character features).
+        """
+        from seqtag.data.alignment import align_vectors, pretrained_words_in
+        from seqtag.data.embeddings import load_vectors
 
         hp = self.hparams
+        settings = {key: default for key, default in ENCODING_DEFAULTS.items()}
+        settings.update({key: hp[key] for key in ENCODING_DEFAULTS if hp[key] is not None})
         train = self.sentences("train")
-        norm = str.lower if hp.lowercase else (lambda w: w)
+        norm = str.lower if settings["lowercase"] else (lambda w: w)
         word_counts = Counter(norm(token) for s in train for token in s.tokens)
-        tag_counts = Counter(tag for s in train for tag in self._train_tags(s))
         extra: set[str] = set()
         vectors = None
         if hp.vectors:
@@ -210,24 +272,25 @@ class TaggingDataModule(pl.LightningDataModule):
             min_freq=hp.min_freq,
             extra=extra,
             fallback=True,
-            unknown_shapes=hp.unknown_shapes,
+            unknown_shapes=settings["unknown_shapes"],
         )
-        chars = None
-        if hp.char_vocabulary:
-            char_counts = Counter(c for s in train for token in s.tokens for c in token)
-            chars = Vocabulary.from_counts(char_counts)
+        char_counts = Counter(c for s in train for token in s.tokens for c in token)
+        train_scheme = self.train_scheme or self.corpus_scheme
+        tag_counts = Counter(
+            tag for s in train for tag in self._train_tags(s, self.corpus_scheme, train_scheme)
+        )
         vocabularies = Vocabularies(
             words=words,
             tags=Vocabulary(sorted(tag_counts), pad=None, unk=None),
-            chars=chars,
-            lowercase=hp.lowercase,
-            tag_scheme=self.train_scheme,
+            chars=Vocabulary.from_counts(char_counts),
+            lowercase=settings["lowercase"],
+            tag_scheme=train_scheme,
             corpus_scheme=self.corpus_scheme,
-            max_word_length=hp.max_word_length,
+            max_word_length=settings["max_word_length"],
         )
-        self.word_counts = np.array([word_counts.get(w, 0) for w in words.items], dtype=np.float32)
+        matrix = None
         if vectors is not None:
-            self.embedding_matrix, _ = align_vectors(
+            matrix, _ = align_vectors(
                 vectors,
                 words.items,
                 special=words.num_specials,
@@ -235,66 +298,74 @@ class TaggingDataModule(pl.LightningDataModule):
                 seed=hp.seed,
             )
         log.info(
-            "vocabularies: %d words, %d tags%s",
+            "vocabularies: %d words, %d tags, %d characters",
             len(words),
             len(vocabularies.tags),
-            f", {len(chars)} characters" if chars else "",
+            len(vocabularies.chars),
         )
-        return vocabularies
-
-    def use_vocabularies(self, vocabularies: Vocabularies) -> None:
-        """Encode with a trained model's vocabularies instead of building new ones."""
-        if self.vocabularies is not None and self.vocabularies != vocabularies:
-            self.embedding_matrix = None
-        self.vocabularies = vocabularies
+        return DataSpec(
+            vocabularies=vocabularies,
+            embedding_matrix=matrix,
+            word_counts=np.array([word_counts.get(w, 0) for w in words.items], dtype=np.float32),
+            vectors_path=hp.vectors,
+        )
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.sentences("train")
             if self.paths["val"] or self.hparams.val_from_train:
                 self.sentences("val")
-            if self.vocabularies is None:
-                self.vocabularies = self.build_vocabularies()
 
     # -- encoding and loaders ---------------------------------------------------------------
-    def _require_vocabularies(self) -> Vocabularies:
-        if self.vocabularies is None:
-            raise ConfigError(
-                "the data module has no vocabularies yet: train a model first, or evaluate with "
-                "a checkpoint (--ckpt_path) whose vocabularies it then uses"
-            )
-        return self.vocabularies
-
-    def encode(self, sentences: Iterable[Sentence], with_tags: bool) -> list[EncodedSentence]:
-        """Turn sentences into ids; gold tags unseen in training become ``UNSEEN_TARGET``."""
-        vocab = self._require_vocabularies()
+    def encode(self, split: Split) -> list[EncodedSentence]:
+        """A split's sentences as ids; gold tags unseen in training become ``UNSEEN_TARGET``."""
+        vocab = self._vocabularies(split)
+        sentences = self.sentences(split)
+        with_tags = split != "predict"
         unseen: Counter[str] = Counter()
         encoded = []
         for i, sentence in enumerate(sentences):
             tags = gold = None
             if with_tags and sentence.tags is not None:
                 gold = sentence.tags
-                tag_strings = self._train_tags(sentence)
                 tag_ids = []
-                for tag in tag_strings:
+                for tag in self._train_tags(sentence, vocab.corpus_scheme, vocab.tag_scheme):
                     tag_id = vocab.tags.lookup(tag)
                     if tag_id is None:
                         unseen[tag] += 1
                         tag_id = UNSEEN_TARGET
                     tag_ids.append(tag_id)
                 tags = np.asarray(tag_ids, dtype=np.int64)
-            encoded.append(encode_sentence(vocab, i, sentence.tokens, tags, gold))
-        if unseen:
-            listed = ", ".join(f"{tag} ({n})" for tag, n in unseen.most_common(10))
-            log.warning(
-                "%d gold tokens have tags never seen in training; they count as errors: %s",
-                sum(unseen.values()),
-                listed,
+            encoded.append(
+                encode_sentence(vocab, i, sentence.tokens, tags, gold, keep_tokens=not with_tags)
             )
+        if unseen:
+            self._report_unseen_tags(split, unseen, vocab, encoded)
         return encoded
 
+    def _report_unseen_tags(
+        self,
+        split: Split,
+        unseen: Counter[str],
+        vocab: Vocabularies,
+        encoded: Sequence[EncodedSentence],
+    ) -> None:
+        listed = ", ".join(f"{tag} ({n})" for tag, n in unseen.most_common(10))
+        total = sum(len(s.words) for s in encoded)
+        if sum(unseen.values()) == total:
+            known = ", ".join(list(vocab.tags)[:8])
+            raise ConfigError(
+                f"{self.paths[split] or split}: none of its gold tags is in the model's tag set "
+                f"({known}, ...), found {listed}: is this the right checkpoint and tag column?"
+            )
+        log.warning(
+            "%d gold tokens have tags never seen in training; they count as errors: %s",
+            sum(unseen.values()),
+            listed,
+        )
+
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
-        dataset = EncodedDataset(self.encode(self.sentences(split), with_tags=split != "predict"))
+        dataset = EncodedDataset(self.encode(split))
         hp = self.hparams
         sampler = LengthBucketSampler(
             dataset.lengths,

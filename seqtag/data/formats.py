@@ -17,7 +17,6 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, TextIO
 
 from seqtag.errors import CorpusFormatError
@@ -31,7 +30,6 @@ __all__ = [
     "read_corpus",
     "read_plain",
     "write_columns",
-    "write_first_sentences",
 ]
 
 CorpusFormat = Literal["conllu", "columns", "text"]
@@ -91,31 +89,6 @@ def open_text(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
                 yield lineno, text.rstrip("\r\n")
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
             raise CorpusFormatError(name, None, f"corrupt or truncated gzip file ({err})") from None
-
-
-def write_first_sentences(
-    source: str | os.PathLike[str], target: str | os.PathLike[str], count: int
-) -> Path:
-    """Copy the first ``count`` blank-line-separated sentences of a corpus (``.gz`` read too).
-
-    For slices of real corpora in tests, benchmarks and quick experiments; the blocks are
-    copied verbatim (comments and all), so any reader of the source format reads the slice.
-    """
-    blocks: list[str] = []
-    current: list[str] = []
-    for _, line in open_text(source):
-        if line.strip():
-            current.append(line + "\n")
-        elif current:
-            blocks.append("".join(current))
-            current = []
-            if len(blocks) == count:
-                break
-    if current and len(blocks) < count:
-        blocks.append("".join(current))
-    target = Path(target)
-    target.write_text("\n".join(blocks) + "\n", encoding="utf-8")
-    return target
 
 
 def _decode_error(

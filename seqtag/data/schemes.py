@@ -153,32 +153,6 @@ def convert_tags(
     return _tags_from_spans(get_spans(tags, source), len(tags), normalize_scheme(target))
 
 
-def detect_scheme(sentences_tags: Iterable[Sequence[str]]) -> TagScheme:
-    """Guess the scheme of a corpus, given the tag sequence of each sentence.
-
-    Any ``E-``/``S-`` means ``bioes``. Otherwise, chunks that open with ``I-`` (at the sentence
-    start, after ``O`` or after another type) while no chunk opens with ``B-`` there mean
-    ``iob1``; anything else, including a corpus without chunks, is taken as ``iob2``.
-    """
-    opens_with_i = False
-    opens_with_b = False
-    for tags in sentences_tags:
-        if isinstance(tags, str):
-            raise TypeError("detect_scheme expects one sequence of tags per sentence")
-        prev_type: str | None = None
-        for tag in tags:
-            prefix, type_ = _split(tag, "bioes")
-            if prefix in ("E", "S"):
-                return "bioes"
-            if type_ is not None and type_ != prev_type:
-                if prefix == "I":
-                    opens_with_i = True
-                else:
-                    opens_with_b = True
-            prev_type = type_
-    return "iob1" if opens_with_i and not opens_with_b else "iob2"
-
-
 _Parsed = tuple[str, str | None] | None  # None: a tag outside the scheme, left unconstrained
 
 

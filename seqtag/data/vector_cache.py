@@ -1,7 +1,7 @@
-"""A cache of parsed vector files: read a file with gensim once, then load numpy arrays.
+"""A cache of parsed vector files: parse a file once, then load numpy arrays.
 
 Parsing a word2vec or GloVe file costs seconds to minutes (text formats parse every number;
-a large table also passes through gensim's own structures), and it happens at every
+a large binary table also passes through gensim's own structures), and it happens at every
 ``seqtag fit``. The cache stores what :func:`seqtag.data.embeddings.load_vectors` produced,
 the words (JSON) and the matrix (``.npy``, read without pickle), keyed by the file's resolved
 path, size, modification time and format, so an edited or replaced file is read again.

@@ -14,6 +14,13 @@ from typing import Any
 PAD = "<pad>"
 UNK = "<unk>"
 
+PAD_ID = 0
+"""Id of the padding entry, in every vocabulary that has one (words and characters alike).
+
+:class:`Vocabulary` always puts padding first, so batches are padded with this id and row
+``PAD_ID`` of an embedding table is the padding row.
+"""
+
 _DIGITS = str.maketrans("0123456789", "0000000000")
 
 #: Shapes of unknown words (see :func:`word_shape`); each has its own unknown entry.
@@ -66,16 +73,39 @@ def normalize_digits(word: str) -> str:
     return word.translate(_DIGITS)
 
 
+#: How :func:`lookup_forms` derived a spelling from the word looked up.
+LOOKUP_METHODS: tuple[str, ...] = ("exact", "lower", "digits")
+
+
+def lookup_forms(word: str) -> list[tuple[str, str]]:
+    """The spellings a word is looked up under, in order, each with its method.
+
+    Exact, lowercase, digits normalised (every ASCII digit becomes ``0``), then lowercase with
+    digits normalised; forms equal to an earlier one are left out. Vocabularies and pretrained
+    vectors both follow this rule, so a word's vector and its vocabulary row come from the same
+    spelling.
+    """
+    forms = [(word, "exact")]
+    lower = word.lower()
+    if lower != word:
+        forms.append((lower, "lower"))
+    for form in (normalize_digits(word), normalize_digits(lower)):
+        if all(form != seen for seen, _ in forms):
+            forms.append((form, "digits"))
+    return forms
+
+
 class Vocabulary:
     """An immutable list of strings with an index; optional padding and unknown entries first.
 
     Args:
         items: the entries after the special ones, in the order their ids should follow.
-        pad: the padding entry (id 0), or ``None`` for a vocabulary without padding (tags).
+        pad: the padding entry (id :data:`PAD_ID`), or ``None`` for a vocabulary without
+            padding (tags).
         unk: the unknown entry, or ``None`` when every lookup must succeed.
-        fallback: look words up exact, then lowercased, then with digits normalised, before
-            giving up with ``unk``; this is how word forms never seen in training still find
-            the row of a seen spelling.
+        fallback: look words up under every spelling of :func:`lookup_forms` (exact,
+            lowercase, digits normalised) before giving up with ``unk``; this is how word forms
+            never seen in training still find the row of a seen spelling.
         unknown_shapes: give unknown words one unknown entry per :func:`word_shape`
             (``<unk:title>``, ``<unk:number>``, ...) after ``unk`` instead of ``unk`` itself.
     """
@@ -91,7 +121,7 @@ class Vocabulary:
     ) -> None:
         if unknown_shapes and unk is None:
             raise ValueError("unknown_shapes needs an unknown entry (unk)")
-        specials = [s for s in (pad, unk) if s is not None]
+        specials = [s for s in (pad, unk) if s is not None]  # padding first: id PAD_ID
         if unknown_shapes:
             specials += [shape_entry(shape) for shape in SHAPES]
         entries = specials + [item for item in items if item not in specials]
@@ -104,7 +134,7 @@ class Vocabulary:
         self.unk = unk
         self.fallback = fallback
         self.unknown_shapes = unknown_shapes
-        self.pad_id = self._index[pad] if pad is not None else None
+        self.pad_id = PAD_ID if pad is not None else None
         self.unk_id = self._index[unk] if unk is not None else None
         self.num_specials = len(specials)
 
@@ -146,13 +176,11 @@ class Vocabulary:
         found = self._index.get(item)
         if found is not None or not self.fallback:
             return found
-        lower = item.lower()
-        found = self._index.get(lower)
-        if found is None:
-            found = self._index.get(normalize_digits(item))
-        if found is None:
-            found = self._index.get(normalize_digits(lower))
-        return found
+        for form, _ in lookup_forms(item)[1:]:  # the exact form was tried above
+            found = self._index.get(form)
+            if found is not None:
+                return found
+        return None
 
     def index(self, item: str) -> int:
         """Id of ``item``; the unknown id when absent, a ``KeyError`` if there is no unknown."""
@@ -201,7 +229,7 @@ class Vocabularies:
     """Everything that maps between strings and model ids, stored in every checkpoint.
 
     Attributes:
-        words: word forms, with padding, unknown and the exact/lower/digit fallback.
+        words: word forms, with padding, unknown and the :func:`lookup_forms` fallback.
         tags: the training tag set, in the scheme the model is trained in (no specials).
         chars: characters for character features, or ``None`` when the model has none.
         lowercase: words are lowercased before lookup.
