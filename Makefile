@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# A second `make quickstart` tests the first run's model again: seqtag fit refuses to overwrite
+# an earlier run's checkpoints (delete runs/ud_ewt_upos to train afresh).
 quickstart: $(STAMP)
-	$(VENV)/bin/seqtag fit --config configs/ud_ewt_upos.yaml
+	test -f $(RUN)/checkpoints/best.ckpt || $(VENV)/bin/seqtag fit --config configs/ud_ewt_upos.yaml
 	$(VENV)/bin/seqtag test --config configs/ud_ewt_upos.yaml --ckpt_path $(RUN)/checkpoints/best.ckpt
 
 test: $(STAMP)

@@ -239,3 +239,79 @@ def test_confusion_matrix_png_after_test(trained, tmp_path):
         ]
     )
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_optimizer_and_scheduler_sections_train_the_model(ewt_slice, tmp_path):
+    run = tmp_path / "sgd"
+    main(
+        [
+            "fit",
+            *_args(ewt_slice, run),
+            "--trainer.max_epochs=1",
+            "--optimizer=SGD",
+            "--optimizer.lr=0.1",
+            "--lr_scheduler=StepLR",
+            "--lr_scheduler.step_size=2",
+        ]
+    )
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    (group,) = checkpoint["optimizer_states"][0]["param_groups"]
+    assert group["initial_lr"] == 0.1 and "momentum" in group  # SGD's, not Adam's
+    assert checkpoint["lr_schedulers"][0]["step_size"] == 2
+
+
+def test_predict_and_test_with_only_the_checkpoint(trained, tmp_path, capsys):
+    """A person handed a checkpoint has no config: model and data options come from it."""
+    args, best = trained
+    text = tmp_path / "input.txt"
+    text.write_text("The cat sat on the mat .\nHello\n", encoding="utf-8")
+    outputs = []
+    for extra in ([], args):
+        output = tmp_path / f"tags{len(outputs)}.conll"
+        main(
+            [
+                "predict",
+                *extra,
+                f"--ckpt_path={best}",
+                f"--data.predict_path={text}",
+                "--data.predict_format=text",
+                f"--prediction.output={output}",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
+        outputs.append(output.read_text(encoding="utf-8"))
+    assert outputs[0] == outputs[1] and outputs[0].count("\n\n") == 2
+    capsys.readouterr()
+    main(["test", *args, f"--ckpt_path={best}"])
+    with_config = _printed_metric(capsys.readouterr().out, "test_acc")
+    main(["test", f"--ckpt_path={best}", f"--trainer.default_root_dir={tmp_path}"])
+    assert _printed_metric(capsys.readouterr().out, "test_acc") == with_config
+
+
+def test_second_fit_never_overwrites_the_first_runs_checkpoints(trained, capsys):
+    args, best = trained
+    before = best.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--trainer.max_epochs=1"])
+    assert exit_info.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("seqtag: error: ") and "already holds best.ckpt" in message
+    assert "--ckpt_path" in message and "--checkpoint.dirpath" in message
+    assert best.read_bytes() == before
+
+
+def test_top_level_help_lists_export_and_version():
+    help_text = subprocess.run(
+        [sys.executable, "-m", "seqtag", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "export" in help_text and "Lightning Trainer command line tool" not in help_text
+    version = subprocess.run(
+        [sys.executable, "-m", "seqtag", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.match(r"seqtag \d+\.\d+\.\d+ \(torch .+, lightning .+\)", version)
+
+
+def test_hparams_yaml_records_the_embedding_width(trained):
+    _, best = trained
+    hparams = best.parents[1] / "logs" / "version_0" / "hparams.yaml"  # written by the fit
+    assert yaml.safe_load(hparams.read_text())["embedding_dim"] == 100
