@@ -6,22 +6,33 @@
   the best tag ids. Inputs: ``words`` ``[B, T]`` int64 word ids, ``lengths`` ``[B]`` int64
   sentence lengths (each at least 1, at most ``T``) and, only for a model with character
   features, ``chars`` ``[B, T, C]`` int64 character ids (``C`` >= 1, padded with the
-  character padding id 0). Output: ``tags`` ``[B, T]`` int64, the best tag of every token
+  vocabulary's ``char_pad_id``). Output: ``tags`` ``[B, T]`` int64, the best tag of every token
   (softmax argmax, or the CRF's Viterbi path computed inside the graph); positions past a
   sentence's length hold -1.
 - ``tagger.onnx.vocab.json``: the word, tag and character lists and the exact rules that turn
   tokens into ids (see :func:`export_vocabulary`), so that text can be encoded with a few lines
   of any language.
 
-The exported graph is not the training network scripted as is: :class:`ExportedTagger` runs the
-trained weights through export-friendly forward passes that give the same results (the character
-encoders run on every word slot instead of selecting the real words with data-dependent
-shapes, the character BiLSTM reverses each word within its length instead of packing, and
-the Viterbi recursion is a scripted loop over time). Both formats come from one scripted
-module: TorchScript saves it, and ONNX converts it with PyTorch's TorchScript-based exporter
-(``dynamo=False``), which turns the Viterbi loops into ONNX ``Loop`` nodes, so batch size and
-sentence length stay dynamic. ONNX export needs the ``onnx`` package (``pip install onnx``);
-running the file needs only an ONNX runtime.
+The graph is the trained model's own modules, scripted, sharing its weights: the word
+embedding; the character encoder (a :class:`~seqtag.models.chars.CharCNN` as it is; a
+:class:`~seqtag.models.chars.CharBiLSTM` compiles to its ``forward_dense``, because packing has
+no ONNX form); :meth:`BiRNN.run <seqtag.models.encoder.BiRNN.run>`, the recurrence that
+``BiRNN.forward`` runs; the emission layer; and :func:`seqtag.models.crf.viterbi`, the code that
+:meth:`CRF.decode <seqtag.models.crf.CRF.decode>` runs. Kept here, and why:
+
+- :meth:`ExportedTagger.forward` chains them the way ``BiRNNEncoder.forward`` and
+  ``Tagger.decode`` do in evaluation mode (about ten lines). Those methods stay Python: they
+  take ``lengths`` as a tensor, a list or ``None`` and check the values on the host, draw word
+  dropout, and switch CPU autocast off; scripting them would need ``torch.jit.is_scripting()``
+  branches in the training path and would carry word dropout's tables into the file.
+- The CRF's scores, with its constraints applied (:meth:`CRF.constrained_scores
+  <seqtag.models.crf.CRF.constrained_scores>`), are copied into buffers once: the ``CRF`` module
+  itself does not compile, as its likelihood (its ``forward``) is a custom autograd Function.
+
+Both formats come from one scripted module: TorchScript saves it, and ONNX converts it with
+PyTorch's TorchScript-based exporter (``dynamo=False``), which turns the Viterbi loops into ONNX
+``Loop`` nodes, so batch size and sentence length stay dynamic. ONNX export needs the ``onnx``
+package (``pip install onnx``); running the file needs only an ONNX runtime.
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ from torch import Tensor, nn
 from seqtag.data.vocab import SHAPES, Vocabularies, shape_entry
 from seqtag.errors import CheckpointError, SeqtagError
 from seqtag.models.chars import CharBiLSTM, CharCNN
-from seqtag.models.encoder import BiRNNEncoder
+from seqtag.models.crf import viterbi
+from seqtag.models.encoder import BiRNN, BiRNNEncoder
 from seqtag.models.tagger import Tagger
 
 __all__ = ["ExportedTagger", "export", "export_vocabulary", "main"]
@@ -80,144 +92,7 @@ ENCODING_RULES = [
 ]
 
 
-# -- export-friendly modules --------------------------------------------------------------
-
-
-def _reversal_index(lengths: Tensor, max_length: int) -> Tensor:
-    """Positions [N, L] reversing each row within its length (as in seqtag.models.encoder)."""
-    positions = torch.arange(max_length, device=lengths.device).unsqueeze(0)
-    lengths = lengths.unsqueeze(1)
-    return torch.where(positions < lengths, lengths - 1 - positions, positions)
-
-
-class _BiLayer(nn.Module):
-    """One layer of :class:`seqtag.models.encoder.BiRNN`: both directions over a batch."""
-
-    def __init__(self, forward_rnn: nn.RNNBase, backward_rnn: nn.RNNBase) -> None:
-        super().__init__()
-        self.forward_rnn = forward_rnn
-        self.backward_rnn = backward_rnn
-
-    def forward(self, inputs: Tensor, index: Tensor) -> Tensor:
-        ahead, _ = self.forward_rnn(inputs)
-        gather = index.expand(-1, -1, inputs.size(2))
-        behind, _ = self.backward_rnn(inputs.gather(1, gather))
-        behind = behind.gather(1, index.expand(-1, -1, behind.size(2)))
-        return torch.cat([ahead, behind], dim=-1)
-
-
-class _CharCNN(nn.Module):
-    """:class:`CharCNN` in evaluation mode, computed on every word slot.
-
-    The original convolves only the real words, trimmed to the longest one; with a zero padding
-    embedding and "same" zero padding of the convolution, padding characters change nothing
-    at real positions, and real positions are the only ones that reach the max.
-    """
-
-    def __init__(self, source: CharCNN) -> None:
-        super().__init__()
-        self.embedding = source.embedding
-        self.conv = source.conv
-        self.padding_idx = source.padding_idx
-        self.output_dim = source.output_dim
-
-    def forward(self, chars: Tensor) -> Tensor:
-        batch, seq_len, width = chars.size(0), chars.size(1), chars.size(2)
-        flat = chars.reshape(batch * seq_len, width)  # [N, C]
-        char_mask = flat != self.padding_idx  # [N, C]
-        conv = self.conv(self.embedding(flat).transpose(1, 2))  # [N, F, C]
-        conv = conv.masked_fill(~char_mask.unsqueeze(1), float("-inf"))
-        features = conv.amax(dim=2)  # [N, F]; -inf for padded word slots
-        real = char_mask.any(dim=1, keepdim=True)  # [N, 1]
-        features = torch.where(real, features, torch.zeros_like(features))
-        return features.reshape(batch, seq_len, self.output_dim)
-
-
-def _single_direction(lstm: nn.LSTM, suffix: str) -> nn.LSTM:
-    """A one-direction copy of one direction (``""`` or ``"_reverse"``) of a 1-layer LSTM."""
-    single = nn.LSTM(lstm.input_size, lstm.hidden_size, batch_first=True)
-    with torch.no_grad():
-        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-            getattr(single, name).copy_(getattr(lstm, name + suffix))
-    return single
-
-
-class _CharBiLSTM(nn.Module):
-    """:class:`CharBiLSTM` in evaluation mode, computed on every word slot without packing.
-
-    The forward state after a word's last character is the forward LSTM's output at position
-    ``length - 1``; the backward state after its first character is the output at the same
-    position of a forward run over the word reversed within its length.
-    """
-
-    def __init__(self, source: CharBiLSTM) -> None:
-        super().__init__()
-        self.embedding = source.embedding
-        self.forward_lstm = _single_direction(source.lstm, "")
-        self.backward_lstm = _single_direction(source.lstm, "_reverse")
-        self.padding_idx = source.padding_idx
-        self.output_dim = source.output_dim
-
-    def forward(self, chars: Tensor) -> Tensor:
-        batch, seq_len, width = chars.size(0), chars.size(1), chars.size(2)
-        flat = chars.reshape(batch * seq_len, width)  # [N, C]
-        char_mask = flat != self.padding_idx
-        lengths = char_mask.long().sum(dim=1)  # [N]
-        last = (lengths - 1).clamp(min=0).reshape(-1, 1, 1)  # [N, 1, 1]
-        emb = self.embedding(flat)  # [N, C, E]
-        ahead, _ = self.forward_lstm(emb)  # [N, C, H]
-        index = _reversal_index(lengths, width).unsqueeze(2)  # [N, C, 1]
-        behind, _ = self.backward_lstm(emb.gather(1, index.expand(-1, -1, emb.size(2))))
-        hidden = ahead.size(2)
-        features = torch.cat(
-            [
-                ahead.gather(1, last.expand(-1, 1, hidden)).squeeze(1),
-                behind.gather(1, last.expand(-1, 1, hidden)).squeeze(1),
-            ],
-            dim=1,
-        )  # [N, 2H]
-        real = (lengths > 0).unsqueeze(1)
-        features = torch.where(real, features, torch.zeros_like(features))
-        return features.reshape(batch, seq_len, self.output_dim)
-
-
-def viterbi(
-    emissions: Tensor, lengths: Tensor, start: Tensor, transitions: Tensor, end: Tensor
-) -> Tensor:
-    """Best tag path [B, T] of a linear-chain CRF, -1 past each length; export-friendly.
-
-    The same recursion as :meth:`seqtag.models.crf.CRF.decode` (which validates its inputs
-    with host-side checks that neither TorchScript nor ONNX can hold), written so that
-    ``torch.jit.script`` turns the two loops over time into graph loops.
-
-    Args:
-        emissions: [B, T, K] tag scores.
-        lengths: [B] sentence lengths, each in [1, T].
-        start: [K] start scores, forbidden starts already penalised.
-        transitions: [K, K] scores from tag i (row) to tag j (column), likewise penalised.
-        end: [K] end scores, likewise penalised.
-    """
-    emissions = emissions.float()
-    batch, length, num_tags = emissions.size(0), emissions.size(1), emissions.size(2)
-    mask = torch.arange(length, device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
-    trans_to_from = transitions.t().unsqueeze(0)  # [1, to, from]
-    identity = torch.arange(num_tags, device=emissions.device).unsqueeze(0).expand(batch, -1)
-    score = start.unsqueeze(0) + emissions[:, 0]  # [B, K]
-    # Growing tensors rather than lists: onnxruntime's graph optimizer mis-handles the ONNX
-    # sequences that the exporter makes of lists appended to in a loop.
-    history = torch.zeros(0, batch, num_tags, dtype=torch.long, device=emissions.device)
-    for t in range(1, length):
-        best, prev = (score.unsqueeze(1) + trans_to_from).max(dim=2)  # [B, K], [B, K]
-        step = mask[:, t].unsqueeze(1)  # [B, 1]
-        score = torch.where(step, best + emissions[:, t], score)
-        # On padding each tag points at itself, so backtracking walks through unchanged.
-        history = torch.cat([history, torch.where(step, prev, identity).unsqueeze(0)], dim=0)
-    last = (score + end.unsqueeze(0)).argmax(dim=1, keepdim=True)  # [B, 1]
-    path = last  # grows leftwards to [B, T]
-    for i in range(length - 1):
-        last = history[length - 2 - i].gather(1, last)  # [B, 1]
-        path = torch.cat([last, path], dim=1)
-    return torch.where(mask, path, torch.full_like(path, -1))
+# -- the scripted module ------------------------------------------------------------------
 
 
 class ExportedTagger(nn.Module):
@@ -225,55 +100,42 @@ class ExportedTagger(nn.Module):
 
     ``forward(words [B, T], lengths [B], chars [B, T, C])`` returns the best tag ids [B, T]
     (-1 past each length). ``chars`` is ignored by a model without character features (give
-    any ``[B, T, 1]`` tensor). Parameters are shared with ``tagger`` (a character BiLSTM's are
-    copied, one direction per LSTM); ``tagger`` is not modified.
+    any ``[B, T, 1]`` tensor). It holds the tagger's own modules (shared, not copied) and a copy
+    of its CRF scores; ``tagger`` is not modified.
     """
 
     def __init__(self, tagger: Tagger) -> None:
         super().__init__()
         encoder: BiRNNEncoder = tagger.encoder
-        self.embeddings = encoder.embeddings
         char_encoder = encoder.char_encoder
-        self.has_chars = char_encoder is not None
-        if char_encoder is None:
-            self.char_encoder: nn.Module = nn.Identity()
-        elif isinstance(char_encoder, CharCNN):
-            self.char_encoder = _CharCNN(char_encoder)
-        elif isinstance(char_encoder, CharBiLSTM):
-            self.char_encoder = _CharBiLSTM(char_encoder)
-        else:
+        if char_encoder is not None and not isinstance(char_encoder, CharCNN | CharBiLSTM):
             raise CheckpointError(f"cannot export character encoder {type(char_encoder)}")
-        rnn = encoder.rnn
-        self.layers = nn.ModuleList(
-            _BiLayer(f, b) for f, b in zip(rnn.forward_layers, rnn.backward_layers, strict=True)
-        )
+        self.embeddings = encoder.embeddings
+        self.char_encoder: CharCNN | CharBiLSTM | None = char_encoder
+        self.rnn: BiRNN = encoder.rnn
         self.emission = tagger.emission
+        self.has_chars = char_encoder is not None
         self.has_crf = tagger.crf is not None
         num_tags = tagger.num_tags
         if tagger.crf is not None:
             with torch.no_grad():
-                start, transitions, end = (s.detach().clone() for s in tagger.crf._scores())
-        else:
-            start, transitions = torch.zeros(num_tags), torch.zeros(num_tags, num_tags)
-            end = torch.zeros(num_tags)
-        self.register_buffer("start", start)
-        self.register_buffer("transitions", transitions)
-        self.register_buffer("end", end)
+                scores = [s.detach().clone() for s in tagger.crf.constrained_scores()]
+        else:  # unused
+            scores = [torch.zeros(num_tags), torch.zeros(num_tags, num_tags), torch.zeros(num_tags)]
+        self.register_buffer("start", scores[0])
+        self.register_buffer("transitions", scores[1])
+        self.register_buffer("end", scores[2])
 
     def forward(self, words: Tensor, lengths: Tensor, chars: Tensor) -> Tensor:
-        length = words.size(1)
-        mask = torch.arange(length, device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
+        mask = torch.arange(words.size(1), device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
         features = self.embeddings(words)
-        if self.has_chars:
+        if self.char_encoder is not None:
             features = torch.cat([features, self.char_encoder(chars)], dim=-1)
-        index = _reversal_index(lengths, length).unsqueeze(2)  # [B, T, 1]
-        for layer in self.layers:
-            features = layer(features, index)
-        features = features * mask.unsqueeze(2).to(features.dtype)
-        emissions = self.emission(features)  # [B, T, K]
+        features = self.rnn.run(features, lengths)
+        emissions = self.emission(features * mask.unsqueeze(2).to(features.dtype))  # [B, T, K]
         if self.has_crf:
-            return viterbi(emissions, lengths, self.start, self.transitions, self.end)
-        best = emissions.float().softmax(dim=-1).argmax(dim=-1)
+            return viterbi(emissions.float(), mask, self.start, self.transitions, self.end, -1)
+        best = emissions.float().softmax(dim=-1).argmax(dim=-1)  # as Tagger.decode
         return torch.where(mask, best, torch.full_like(best, -1))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import pytest
@@ -162,6 +160,44 @@ def test_build_char_encoder() -> None:
         build_char_encoder("gru", NUM_CHARS)  # type: ignore[arg-type]
 
 
+def test_build_char_encoder_options_apply_to_their_own_kind() -> None:
+    """One flat set of options: the CNN reads num_filters, the LSTM hidden_size."""
+    options = dict(num_filters=20, hidden_size=7, padding_idx=3)
+    cnn = build_char_encoder("cnn", NUM_CHARS, **options)
+    lstm = build_char_encoder("lstm", NUM_CHARS, **options)
+    assert (cnn.output_dim, lstm.output_dim) == (20, 14)
+    assert cnn.padding_idx == lstm.padding_idx == cnn.embedding.padding_idx == 3
+    with pytest.raises(TypeError):
+        build_char_encoder("cnn", NUM_CHARS, 30, 20)  # type: ignore[misc]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("kind", ["cnn", "lstm"])
+@pytest.mark.parametrize("padding_idx", [0, 5])
+def test_scripted_module_equals_forward(kind: str, padding_idx: int) -> None:
+    """What seqtag.export compiles: the CNN as it is, the BiLSTM's forward_dense (no packing)."""
+    torch.manual_seed(7)
+    cls = CharCNN if kind == "cnn" else CharBiLSTM
+    model = cls(NUM_CHARS, padding_idx=padding_idx).eval()
+    gen = torch.Generator().manual_seed(7)
+    chars = torch.full((3, 6, 9), padding_idx, dtype=torch.long)
+    for b, count in enumerate([6, 2, 0]):  # the last sentence is all padding
+        for t in range(count):
+            n = int(torch.randint(1, 10, (1,), generator=gen))
+            word = torch.randint(0, NUM_CHARS - 1, (n,), generator=gen)
+            chars[b, t, :n] = word + (word >= padding_idx).long()  # never the padding id
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        expected = model(chars)
+        torch.testing.assert_close(scripted(chars), expected)
+        if kind == "lstm":
+            torch.testing.assert_close(model.forward_dense(chars), expected)
+        got = scripted(chars)
+    assert torch.count_nonzero(got[0].abs().sum(-1)) == 6
+    assert torch.count_nonzero(got[1:, 2:]) == torch.count_nonzero(got[2]) == 0
+    assert torch.count_nonzero(scripted(torch.full((2, 3, 4), padding_idx))) == 0
+
+
 @pytest.mark.parametrize(
     ("factory", "match"),
     [
@@ -184,37 +220,6 @@ def test_forward_rejects_bad_input(model: nn.Module) -> None:
         model(torch.ones(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="integer"):
         model(torch.ones(2, 3, 4))
-
-
-def test_timing(model: nn.Module, capsys: pytest.CaptureFixture[str]) -> None:
-    """Print forward+backward time for a realistic batch; no assertion (machines differ)."""
-    gen = torch.Generator().manual_seed(6)
-    lengths = torch.randint(15, 26, (32,), generator=gen).tolist()  # sentences of 15-25 words
-    sentences = [
-        random_words(torch.randint(1, 16, (n,), generator=gen).tolist(), gen) for n in lengths
-    ]
-    chars = pad_batch(sentences, num_words=25, num_chars=15)  # [32, 25, 15]
-    model.train()
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(chars).sum().backward()
-
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(30):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    # Min and median rather than mean: other processes on a shared machine inflate the mean.
-    best, median = min(times) * 1e3, statistics.median(times) * 1e3
-    with capsys.disabled():
-        print(
-            f"\n{type(model).__name__}: B=32 T=25 C=15, {sum(lengths)} real words, "
-            f"forward+backward min {best:.2f} ms, median {median:.2f} ms "
-            f"({torch.get_num_threads()} threads)"
-        )
 
 
 @pytest.mark.parametrize("kernel_size", [1, 2, 3, 4, 5])

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import pytest
 import torch
 
-from seqtag.models.crf import CRF, _LogPartition
+from seqtag.models.crf import CRF, _LogPartition, viterbi
 
 PENALTY = -1e4
 LENGTHS = (4, 2, 1)  # B=3 sentences of different lengths, padded to L=4
@@ -549,6 +548,37 @@ def test_non_bool_mask_is_accepted() -> None:
     )
 
 
+def test_no_mask_means_every_position_is_real() -> None:
+    crf = _make_crf(4, constrained=True)
+    emissions, _, full = _batch(4, lengths=(4, 4, 4))
+    tags = torch.randint(4, (3, 4), generator=torch.Generator().manual_seed(2))
+    assert bool(full.all())
+    for reduction in ("none", "sum", "mean", "token_mean"):
+        expected = crf(emissions, tags, full, reduction)
+        assert torch.equal(crf(emissions, tags, reduction=reduction), expected)
+    assert torch.equal(crf.log_partition(emissions), crf.log_partition(emissions, full))
+    assert torch.equal(crf.score(emissions, tags), crf.score(emissions, tags, full))
+    assert torch.equal(crf.decode(emissions), crf.decode(emissions, full))
+    assert torch.equal(crf.marginals(emissions), crf.marginals(emissions, full))
+    with pytest.raises(ValueError, match="CRF has num_tags=4"):
+        crf.decode(torch.zeros(3, 4, 5))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_scripted_viterbi_equals_decode() -> None:
+    """TorchScript compiles the decoding recursion; seqtag.export runs it in its graphs."""
+    crf = _make_crf(5, constrained=True, seed=3)
+    decode = torch.jit.script(viterbi)
+    start, transitions, end = crf.constrained_scores()
+    gen = torch.Generator().manual_seed(0)
+    for batch, length in ((1, 1), (3, 2), (6, 9), (4, 30)):
+        emissions = torch.randn(batch, length, 5, generator=gen) * 3
+        lengths = torch.randint(1, length + 1, (batch,), generator=gen)
+        mask = torch.arange(length)[None, :] < lengths[:, None]
+        expected = crf.decode(emissions, mask).masked_fill(~mask, -1)
+        assert torch.equal(decode(emissions, mask, start, transitions, end, -1), expected)
+
+
 # ---------------------------------------------------------------------- boundary errors
 
 
@@ -625,35 +655,3 @@ def test_tag_errors(tags: torch.Tensor, message: str) -> None:
 def test_num_tags_must_be_positive() -> None:
     with pytest.raises(ValueError, match="num_tags must be a positive integer"):
         CRF(0)
-
-
-# ---------------------------------------------------------------------- timing (printout only)
-
-
-def test_timing_report() -> None:
-    """Print training-step costs at a realistic size; run with ``-s`` to see them."""
-    torch.manual_seed(0)
-    batch, length, num_tags = 32, 40, 17
-    crf = CRF(num_tags)
-    lengths = torch.randint(length // 2, length + 1, (batch,))
-    lengths[0] = length
-    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
-    emissions = torch.randn(batch, length, num_tags, requires_grad=True)
-    tags = torch.randint(num_tags, (batch, length)).masked_fill(~mask, -100)
-
-    def best_ms(fn: object, repeats: int = 30) -> float:
-        fn()  # type: ignore[operator]  # warm-up
-        times = []
-        for _ in range(repeats):
-            begin = time.perf_counter()
-            fn()  # type: ignore[operator]
-            times.append(time.perf_counter() - begin)
-        return 1e3 * min(times)
-
-    train = best_ms(lambda: crf(emissions, tags, mask).backward())
-    decode = best_ms(lambda: crf.decode(emissions, mask))
-    marginals = best_ms(lambda: crf.marginals(emissions, mask))
-    print(
-        f"\nCRF B={batch} L={length} T={num_tags} on {torch.get_num_threads()} threads: "
-        f"forward+backward {train:.2f} ms, decode {decode:.2f} ms, marginals {marginals:.2f} ms"
-    )

@@ -57,3 +57,15 @@ def test_keeps_the_input_dtype() -> None:
     output = Dropout(0.5).train()(torch.ones(8, 8, dtype=torch.bfloat16))
     assert output.dtype == torch.bfloat16
     assert set(output.unique().tolist()) <= {0.0, 2.0}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_scripted_dropout_is_pytorchs() -> None:
+    """TorchScript compiles the module (seqtag.export scripts it) to PyTorch's own dropout."""
+    dropout = torch.jit.script(Dropout(0.5))
+    x = torch.randn(40, 50)
+    assert torch.equal(dropout.eval()(x), x)
+    torch.manual_seed(0)
+    scripted = dropout.train()(x)
+    torch.manual_seed(0)
+    assert torch.equal(scripted, torch.nn.functional.dropout(x, 0.5, training=True))

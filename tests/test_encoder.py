@@ -108,3 +108,53 @@ def test_word_dropout_replaces_words_by_their_own_unknown_ids():
     assert seen[0].tolist() == [[2, 2, 1, 0]]  # padding stays padding
     with pytest.raises(ValueError, match="unknown_ids has shape"):
         encoder.set_unknown_ids(torch.tensor([1, 1]))
+
+
+@pytest.mark.parametrize("module", ["birnn", "encoder", "tagger"])
+def test_lengths_as_tensor_list_or_none(module):
+    torch.manual_seed(0)
+    encoder = BiRNNEncoder(20, 6, hidden_size=5, num_layers=2, dropout=0.0).eval()
+    tagger = Tagger(encoder, 3)
+    words = torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0], [3, 0, 0, 0]])
+    features = torch.randn(3, 4, 6)
+    run = {
+        "birnn": lambda lengths: encoder.rnn(features, lengths),
+        "encoder": lambda lengths: encoder(words, lengths),
+        "tagger": lambda lengths: tagger(words, lengths),
+    }[module]
+    with torch.no_grad():
+        expected = run(torch.tensor([4, 2, 1]))
+        assert torch.equal(run([4, 2, 1]), expected)
+        assert torch.equal(run(None), run(torch.tensor([4, 4, 4])))
+        assert torch.equal(run(None), run([4, 4, 4]))
+    for lengths, message in [
+        (torch.tensor([4, 2]), r"lengths must have shape \[batch\] = \(3,\)"),
+        ([[4], [2], [1]], "lengths must have shape"),
+        (torch.tensor([4, 0, 1]), r"lengths must be in \[1, seq_len=4\], got \[0\]"),
+        ([5, 2, 1], r"in \[1, seq_len=4\], got \[5\]"),
+        ([4.0, 2.0, 1.0], "lengths must hold integers"),
+        (torch.tensor([True, True, True]), "lengths must hold integers"),
+        (["4", "2", "1"], "lengths must be a list of ints or an int tensor"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run(lengths)
+
+
+def test_inputs_of_the_wrong_rank_are_refused():
+    encoder = BiRNNEncoder(20, 6, hidden_size=5)
+    with pytest.raises(ValueError, match=r"words must have shape \[batch, seq_len\]"):
+        encoder(torch.tensor([4, 5, 6]))
+    with pytest.raises(ValueError, match=r"inputs must have shape \[batch, seq_len, features\]"):
+        encoder.rnn(torch.zeros(3, 6))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+def test_scripted_run_equals_forward(rnn_type):
+    """TorchScript compiles BiRNN.run (seqtag.export calls it), dropout included."""
+    torch.manual_seed(0)
+    model = BiRNN(5, 7, num_layers=2, rnn_type=rnn_type, dropout=0.3).eval()
+    scripted = torch.jit.script(model)
+    inputs, lengths = torch.randn(4, 6, 5), torch.tensor([6, 3, 1, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted.run(inputs, lengths), model(inputs, lengths))

@@ -15,6 +15,12 @@ to ``[B*T, C]``, keep the real ones, trim the character axis to the longest real
 network on that ``[N, C']`` block and scatter the results back into zeros. Padded word slots
 therefore come out as exact zeros, and a word's features do not depend on how much padding
 surrounds it.
+
+Both modules compile with ``torch.jit.script`` (:mod:`seqtag.export` scripts them), the CNN
+as it is. Packing has no TorchScript-to-ONNX form, so the scripted BiLSTM runs
+:meth:`CharBiLSTM.forward_dense` instead: every word slot, each direction on its own, the
+backward one over each word reversed within its length, so that padding never enters the
+recurrence; in evaluation mode it agrees with the packed path to float rounding.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqtag.models.dropout import Dropout
+from seqtag.models.encoder import reversal_index
 
 __all__ = ["CharBiLSTM", "CharCNN", "build_char_encoder"]
 
@@ -59,13 +66,12 @@ def _char_embedding(num_chars: int, char_dim: int, padding_idx: int) -> nn.Embed
     return embedding
 
 
-def _check_chars(chars: Tensor) -> tuple[int, int]:
-    """Reject inputs that are not ``[B, T, C]`` integer ids; return ``(B, T)``."""
+def _check_chars(chars: Tensor) -> None:
+    """Reject inputs that are not ``[B, T, C]`` integer ids (in Python; TorchScript types them)."""
     if chars.dim() != 3:
         raise ValueError(f"chars must have shape [batch, words, chars], got {tuple(chars.shape)}")
     if chars.dtype.is_floating_point or chars.dtype.is_complex or chars.dtype == torch.bool:
         raise ValueError(f"chars must hold integer character ids, got dtype {chars.dtype}")
-    return chars.size(0), chars.size(1)
 
 
 def _select_real_words(chars: Tensor, padding_idx: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -83,7 +89,7 @@ def _select_real_words(chars: Tensor, padding_idx: int) -> tuple[Tensor, Tensor,
     """
     flat = chars.reshape(-1, chars.size(-1))  # [B*T, C]
     mask = flat != padding_idx  # [B*T, C]
-    index = mask.any(dim=1).nonzero(as_tuple=True)[0]  # [N]
+    index = mask.any(dim=1).nonzero().squeeze(1)  # [N]
     words = flat.index_select(0, index)  # [N, C]
     char_mask = mask.index_select(0, index)  # [N, C]
     if index.numel() > 0:
@@ -143,7 +149,9 @@ class CharCNN(nn.Module):
 
         Padded word slots (all characters are padding) give zeros.
         """
-        batch, seq_len = _check_chars(chars)
+        if not torch.jit.is_scripting():
+            _check_chars(chars)
+        batch, seq_len = chars.size(0), chars.size(1)
         index, words, char_mask = _select_real_words(chars, self.padding_idx)  # [N], [N, C']
         if index.numel() == 0:
             return self.conv.weight.new_zeros(batch, seq_len, self.output_dim)
@@ -207,9 +215,13 @@ class CharBiLSTM(nn.Module):
     def forward(self, chars: Tensor) -> Tensor:
         """Map ``chars [B, T, C]`` (int ids, left-aligned) to ``[B, T, output_dim]``.
 
-        Padded word slots (all characters are padding) give zeros.
+        Padded word slots (all characters are padding) give zeros. Compiled by TorchScript,
+        this is :meth:`forward_dense`.
         """
-        batch, seq_len = _check_chars(chars)
+        if torch.jit.is_scripting():
+            return self.forward_dense(chars)  # packing has no ONNX form
+        _check_chars(chars)
+        batch, seq_len = chars.size(0), chars.size(1)
         index, words, char_mask = _select_real_words(chars, self.padding_idx)  # [N], [N, C']
         if index.numel() == 0:
             return self.lstm.weight_hh_l0.new_zeros(batch, seq_len, self.output_dim)
@@ -221,22 +233,77 @@ class CharBiLSTM(nn.Module):
         features = torch.cat([h_n[0], h_n[1]], dim=-1)  # [N, 2H]
         return _scatter_words(features, index, batch, seq_len)
 
+    @torch.jit.export
+    def forward_dense(self, chars: Tensor) -> Tensor:
+        """:meth:`forward` computed on every word slot without packing: what TorchScript runs.
+
+        Each direction of the LSTM runs on its own: the forward one over the words as they
+        are, the backward one over each word reversed within its length (so both read the
+        characters before any padding), and each word's state is read at ``length - 1``.
+        """
+        batch, seq_len, width = chars.size(0), chars.size(1), chars.size(2)
+        flat = chars.reshape(batch * seq_len, width)  # [N, C], N = B*T
+        lengths = (flat != self.padding_idx).sum(dim=1)  # [N]
+        emb = self.dropout(self.embedding(flat))  # [N, C, E]
+        index = reversal_index(lengths, width).unsqueeze(2).expand(-1, -1, emb.size(2))
+        ahead = self._one_direction(emb, reverse=False)  # [N, C, H]
+        behind = self._one_direction(emb.gather(1, index), reverse=True)  # [N, C, H]
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, ahead.size(2))
+        features = torch.cat([ahead.gather(1, last), behind.gather(1, last)], dim=2)  # [N, 1, 2H]
+        real = (lengths > 0).view(-1, 1, 1)
+        features = torch.where(real, features, torch.zeros_like(features))
+        return features.reshape(batch, seq_len, self.output_dim)
+
+    def _one_direction(self, inputs: Tensor, reverse: bool) -> Tensor:
+        """Outputs [N, C, H] of one direction of ``self.lstm``, run left to right on ``inputs``.
+
+        ``torch.lstm`` is the function ``nn.LSTM`` runs, here given one direction's weights.
+        """
+        lstm = self.lstm
+        if reverse:
+            weights = [
+                lstm.weight_ih_l0_reverse,
+                lstm.weight_hh_l0_reverse,
+                lstm.bias_ih_l0_reverse,
+                lstm.bias_hh_l0_reverse,
+            ]
+        else:
+            weights = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
+        zeros = inputs.new_zeros(1, inputs.size(0), lstm.hidden_size)
+        # (inputs, (h0, c0), weights, has_biases, num_layers, dropout, train, bidirectional,
+        # batch_first)
+        outputs, _, _ = torch.lstm(
+            inputs, [zeros, zeros], weights, True, 1, 0.0, False, False, True
+        )
+        return outputs
+
 
 def build_char_encoder(
     kind: Literal["none", "cnn", "lstm"],
     num_chars: int,
     char_dim: int | None = None,
-    num_filters: int = 50,
-    kernel_size: int = 3,
-    hidden_size: int = 25,
+    *,
+    num_filters: int = 50,  # CNN only
+    kernel_size: int = 3,  # CNN only
+    hidden_size: int = 25,  # LSTM only
     dropout: float | None = None,
     padding_idx: int = 0,
 ) -> CharCNN | CharBiLSTM | None:
     """Build the character feature extractor named by ``kind``, or None for ``"none"``.
 
-    Lets the encoder expose one flat, typed set of options for the CLI. ``char_dim`` and
-    ``dropout`` default to each paper's value when None (CNN: 30 and 0.5; LSTM: 25 and 0.0);
-    ``num_filters``/``kernel_size`` apply to the CNN only, ``hidden_size`` to the LSTM only.
+    Lets the encoder expose one flat, typed set of options for the CLI. Options after
+    ``char_dim`` are keyword-only; each applies to the kinds named below and is ignored by the
+    others.
+
+    Args:
+        kind: ``"cnn"`` (:class:`CharCNN`), ``"lstm"`` (:class:`CharBiLSTM`) or ``"none"``.
+        num_chars: size of the character vocabulary, padding included.
+        char_dim: character embedding size; None for the paper's (CNN 30, LSTM 25).
+        num_filters: CNN only: convolution filters, its output size.
+        kernel_size: CNN only: convolution width in characters.
+        hidden_size: LSTM only: units per direction; its output size is twice this.
+        dropout: dropout on the character embeddings; None for the paper's (CNN 0.5, LSTM 0).
+        padding_idx: the character id of padding (the character vocabulary's pad id).
     """
     if kind == "none":
         return None

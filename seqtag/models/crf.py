@@ -7,7 +7,7 @@ path, or posterior marginals (for confidences).
 Shape names used throughout: ``B`` batch size, ``L`` padded sequence length, ``T`` number of
 tags. Inputs are batch first. A ``mask`` is a ``[B, L]`` bool tensor that is ``True`` on real
 tokens; every row must be a contiguous prefix (left-aligned padding) and start with ``True``,
-so each sentence has at least one token.
+so each sentence has at least one token. ``mask=None`` means every position is real.
 
 All scores are computed in float32, even under autocast, because the forward algorithm sums
 ``L`` terms in log space and half precision loses the small differences that matter.
@@ -24,6 +24,9 @@ pass's softmax weights, so it needs no exp() and no log-space recursion of its o
 exp() is clamped away from the underflow range, which some CPUs handle on a very slow path
 (every forbidden transition would hit it). Both together measured 1.2-1.6x faster than plain
 autograd without constraints and 1.3-3x with them (CPU, B=32, L=40-100, T=17-50).
+
+:func:`viterbi` is the decoding recursion on checked inputs, written for ``torch.jit.script``:
+:meth:`CRF.decode` calls it, and so does the TorchScript/ONNX graph of :mod:`seqtag.export`.
 """
 
 from __future__ import annotations
@@ -121,8 +124,11 @@ class CRF(nn.Module):
         self.allowed_start.copy_(start_t)
         self.allowed_end.copy_(end_t)
 
-    def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Float32 ``(start [T], transitions [T, T], end [T])`` with forbidden moves penalised."""
+    def constrained_scores(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Float32 ``(start [T], transitions [T, T], end [T])`` with forbidden moves penalised.
+
+        What every computation here uses in place of the raw parameters.
+        """
         penalty = self.FORBIDDEN_SCORE
         start = self.start_transitions.float().masked_fill(~self.allowed_start, penalty)
         trans = self.transitions.float().masked_fill(~self.allowed_transitions, penalty)
@@ -135,7 +141,7 @@ class CRF(nn.Module):
         self,
         emissions: Tensor,
         tags: Tensor,
-        mask: Tensor,
+        mask: Tensor | None = None,
         reduction: Reduction = "mean",
     ) -> Tensor:
         """Negative log-likelihood of ``tags``: the loss to minimise.
@@ -143,7 +149,8 @@ class CRF(nn.Module):
         Args:
             emissions: ``[B, L, T]`` unnormalised per-token tag scores (any float dtype).
             tags: ``[B, L]`` integer gold tags; padded positions may hold anything (e.g. -100).
-            mask: ``[B, L]`` bool, ``True`` on real tokens (left-aligned, first column on).
+            mask: ``[B, L]`` bool, ``True`` on real tokens (left-aligned, first column on);
+                ``None`` means every position is real.
             reduction: ``"none"`` gives ``[B]``; ``"sum"`` sums over sentences; ``"mean"``
                 averages over sentences; ``"token_mean"`` divides the sum by the token count.
 
@@ -154,7 +161,7 @@ class CRF(nn.Module):
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         emissions, mask, tags = self._validate(emissions, mask, tags)
         with _no_autocast(emissions):
-            start, trans, end = self._scores()
+            start, trans, end = self.constrained_scores()
             nll = self._log_partition(emissions, mask, start, trans, end) - self._score(
                 emissions, tags, mask, start, trans, end
             )  # [B]
@@ -166,61 +173,40 @@ class CRF(nn.Module):
             return nll.mean()
         return nll.sum() / mask.sum()
 
-    def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    def log_partition(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """Log of the summed exp-score of every tag path, ``log Z``: ``[B]`` float32."""
         emissions, mask, _ = self._validate(emissions, mask)
         with _no_autocast(emissions):
-            return self._log_partition(emissions, mask, *self._scores())
+            return self._log_partition(emissions, mask, *self.constrained_scores())
 
-    def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+    def score(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None) -> Tensor:
         """Unnormalised score of the path ``tags`` (padded positions ignored): ``[B]`` float32."""
         emissions, mask, tags = self._validate(emissions, mask, tags)
         with _no_autocast(emissions):
-            return self._score(emissions, tags, mask, *self._scores())
+            return self._score(emissions, tags, mask, *self.constrained_scores())
 
     @torch.no_grad()
-    def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    def decode(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """Viterbi: the highest-scoring tag path of each sentence.
 
         Args:
             emissions: ``[B, L, T]`` tag scores.
-            mask: ``[B, L]`` bool, ``True`` on real tokens.
+            mask: ``[B, L]`` bool, ``True`` on real tokens; ``None``: every position is real.
 
         Returns:
             ``[B, L]`` int64 tag ids; padded positions hold 0 (read them through ``mask``).
         """
         emissions, mask, _ = self._validate(emissions, mask)
         with _no_autocast(emissions):
-            start, trans, end = self._scores()
-            batch, length, num_tags = emissions.shape
-            em = emissions.transpose(0, 1)  # [L, B, T]
-            steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
-            trans_to_from = trans.t().contiguous()  # [to, from]: reduce over the last dim
-            identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)
-            score = start + em[0]  # [B, T] best score of a path ending in each tag
-            history = []  # L-1 backpointers, each [B, T]: best previous tag for each tag
-            for t in range(1, length):
-                # [B, 1, from] + [to, from] -> best over "from" for each "to"
-                best, prev = (score.unsqueeze(1) + trans_to_from).max(dim=2)  # [B, T], [B, T]
-                score = torch.where(steps[t], best + em[t], score)
-                # On padding, point each tag at itself so backtracking walks through unchanged.
-                history.append(torch.where(steps[t], prev, identity))
-            last = (score + end).argmax(dim=1)  # [B]
-            path = [last]
-            for prev in reversed(history):
-                last = prev.gather(1, last.unsqueeze(1)).squeeze(1)
-                path.append(last)
-            path.reverse()
-            tags = torch.stack(path, dim=1)  # [B, L]
-            return tags.masked_fill(~mask, 0)
+            return viterbi(emissions, mask, *self.constrained_scores())
 
     @torch.no_grad()
-    def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """Posterior ``P(tag_t = j | sentence)``, e.g. for confidences.
 
         Args:
             emissions: ``[B, L, T]`` tag scores.
-            mask: ``[B, L]`` bool, ``True`` on real tokens.
+            mask: ``[B, L]`` bool, ``True`` on real tokens; ``None``: every position is real.
 
         Returns:
             ``[B, L, T]`` float32 probabilities; each real token's row sums to 1, padded rows
@@ -228,7 +214,7 @@ class CRF(nn.Module):
         """
         emissions, mask, _ = self._validate(emissions, mask)
         with _no_autocast(emissions):
-            start, trans, end = self._scores()
+            start, trans, end = self.constrained_scores()
             em = emissions.transpose(0, 1)  # [L, B, T]
             steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
             alpha, weights, sums = _forward_pass(em, steps, start, trans)
@@ -239,11 +225,12 @@ class CRF(nn.Module):
     # ------------------------------------------------------------------ internals
 
     def _validate(
-        self, emissions: Tensor, mask: Tensor, tags: Tensor | None = None
+        self, emissions: Tensor, mask: Tensor | None, tags: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Check shapes and mask layout; return float32 emissions, bool mask, int64 tags.
 
-        The value checks (mask layout, tag range) share a single host sync.
+        A ``None`` mask becomes all True. The value checks (mask layout, tag range) share a
+        single host sync.
         """
         if emissions.dim() != 3:
             raise ValueError(
@@ -258,6 +245,8 @@ class CRF(nn.Module):
             )
         if length == 0:
             raise ValueError("emissions have seq_len 0: every sentence needs at least one token")
+        if mask is None:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=emissions.device)
         if mask.shape != (batch, length):
             raise ValueError(
                 f"mask must have shape [batch, seq_len] = {(batch, length)} like emissions, "
@@ -325,6 +314,52 @@ class CRF(nn.Module):
         lengths = mask.sum(dim=1)  # [B]
         last = tags.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # [B]
         return start[tags[:, 0]] + emit.sum(dim=1) + moves.sum(dim=1) + end[last]
+
+
+def viterbi(
+    emissions: Tensor,
+    mask: Tensor,
+    start: Tensor,
+    transitions: Tensor,
+    end: Tensor,
+    pad: int = 0,
+) -> Tensor:
+    """The best tag path ``[B, L]`` (int64) of each sentence, ``pad`` past each length.
+
+    The recursion of :meth:`CRF.decode` on checked inputs. It compiles with ``torch.jit.script``
+    (the two loops over time become graph loops), and backpointers and path are filled in
+    place rather than gathered in Python lists: lists become ONNX sequences, which onnxruntime's
+    graph optimizer mis-handled.
+
+    Args:
+        emissions: ``[B, L, T]`` float32 tag scores, ``L >= 1``.
+        mask: ``[B, L]`` bool, a prefix of ``True`` in every row (see the module docstring).
+        start: ``[T]`` start scores, forbidden starts penalised (:meth:`CRF.constrained_scores`).
+        transitions: ``[T, T]`` scores from tag ``i`` (row) to tag ``j``, likewise penalised.
+        end: ``[T]`` end scores, likewise penalised.
+        pad: the value of padded positions.
+    """
+    batch, length, num_tags = emissions.size(0), emissions.size(1), emissions.size(2)
+    em = emissions.transpose(0, 1)  # [L, B, T]
+    steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
+    trans_to_from = transitions.t().contiguous()  # [to, from]: reduce over the last dim
+    identity = torch.arange(num_tags, device=em.device).expand(batch, num_tags)
+    score = start + em[0]  # [B, T] best score of a path ending in each tag
+    # Backpointers of steps 1..L-1: the best previous tag for each tag.
+    history = torch.empty(length - 1, batch, num_tags, dtype=torch.long, device=em.device)
+    for t in range(1, length):
+        # [B, 1, from] + [to, from] -> best over "from" for each "to"
+        best, prev = (score.unsqueeze(1) + trans_to_from).max(dim=2)  # [B, T], [B, T]
+        score = torch.where(steps[t], best + em[t], score)
+        # On padding, point each tag at itself so backtracking walks through unchanged.
+        history[t - 1] = torch.where(steps[t], prev, identity)
+    last = (score + end).argmax(dim=1)  # [B]
+    path = torch.empty(batch, length, dtype=torch.long, device=em.device)
+    path[:, length - 1] = last
+    for t in range(length - 1, 0, -1):
+        last = history[t - 1].gather(1, last.unsqueeze(1)).squeeze(1)
+        path[:, t - 1] = last
+    return path.masked_fill(~mask, pad)
 
 
 # exp() of an argument below about -87 underflows, and on some CPUs (AVX2 here) that takes a

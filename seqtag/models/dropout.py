@@ -7,6 +7,9 @@ compared with ``p``: the same mask for 0.35 ms (uniform floats compared with ``p
 per unit, took 1.2 ms). The drop probability is ``p`` rounded to a multiple of 1/65536, and
 kept units are scaled by the inverse of the *rounded* keep probability, so the expected output
 still equals the input exactly. Other devices keep PyTorch's fused kernel.
+
+TorchScript compiles :class:`Dropout` (:mod:`seqtag.export` scripts the model's modules): the
+scripted module takes PyTorch's path on every device, since the CPU mask is not scriptable.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 _LANES = 4  # 16-bit lanes per 64-bit draw
@@ -39,9 +43,20 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` with a faster mask on the CPU; identical otherwise (and in eval mode)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0 or input.device.type != "cpu" or self.inplace:
-            return super().forward(input)
-        if round(self.p * _LEVELS) >= _LEVELS:
-            return input * 0.0
-        keep, scale = cpu_keep_mask(input.shape, self.p)
-        return input * keep.to(input.dtype).mul_(scale)  # bfloat16 in, bfloat16 out
+        if (
+            torch.jit.is_scripting()
+            or not self.training
+            or self.p == 0.0
+            or input.device.type != "cpu"
+            or self.inplace
+        ):
+            return F.dropout(input, self.p, self.training, self.inplace)  # nn.Dropout.forward
+        return _cpu_dropout(input, self.p)
+
+
+def _cpu_dropout(input: Tensor, p: float) -> Tensor:
+    """Training-mode dropout of a CPU tensor with :func:`cpu_keep_mask`."""
+    if round(p * _LEVELS) >= _LEVELS:
+        return input * 0.0
+    keep, scale = cpu_keep_mask(input.shape, p)
+    return input * keep.to(input.dtype).mul_(scale)  # bfloat16 in, bfloat16 out

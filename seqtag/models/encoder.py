@@ -5,6 +5,11 @@ at the sentence's last real word and padding never reaches a real token's state.
 same result as ``pack_padded_sequence`` but ran 1.5x faster on a 2-core CPU (see
 ``benchmarks/``): packing splits every time step into a differently sized matrix product, while
 length-bucketed batches waste only a few percent on padding.
+
+Every ``forward`` here takes ``lengths`` as an int tensor ``[B]``, a list of ints, or ``None``
+(every sentence fills all ``T`` positions), and checks it (see :func:`lengths_tensor`).
+:meth:`BiRNN.run` is the recurrence alone, on checked lengths; TorchScript compiles it, and
+:mod:`seqtag.export` calls it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from torch import Tensor, nn
 from seqtag.models.dropout import Dropout
 
 RNNType = Literal["lstm", "gru", "rnn"]
+#: Sentence lengths: an int tensor [B], a list of ints, or None for "every row is full".
+Lengths = Tensor | list[int] | None
 _RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
@@ -109,17 +116,26 @@ class BiRNNEncoder(nn.Module):
         with torch.no_grad():
             self.embeddings.weight.copy_(matrix)
 
-    def forward(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None) -> Tensor:
+    def forward(
+        self, words: Tensor, lengths: Lengths = None, chars: Tensor | None = None
+    ) -> Tensor:
         """Encode a padded batch.
 
         Args:
             words: word ids [B, T].
-            lengths: real lengths [B] (any device; moved to the CPU for packing).
+            lengths: real lengths [B], each in [1, T] (an int tensor on any device, or a list);
+                ``None`` means every sentence has all T words.
             chars: character ids [B, T, C], when the encoder has character features.
 
         Returns:
             Features [B, T, 2 * hidden_size]; rows past a sentence's length are zero.
+
+        Raises:
+            ValueError: if ``words`` is not [B, T] or ``lengths`` is not [B] lengths in [1, T].
         """
+        if words.dim() != 2:
+            raise ValueError(f"words must have shape [batch, seq_len], got {tuple(words.shape)}")
+        lengths = lengths_tensor(lengths, words.shape[0], words.shape[1], words.device)
         if self.training:
             probability = self.unknown_probability[words] + self.word_dropout
             drop = torch.rand(words.shape, device=words.device) < probability
@@ -135,6 +151,39 @@ class BiRNNEncoder(nn.Module):
             < lengths.to(words.device)[:, None]
         )
         return self.dropout(output * mask.unsqueeze(-1))
+
+
+def lengths_tensor(
+    lengths: Lengths, batch_size: int, max_length: int, device: torch.device
+) -> Tensor:
+    """``lengths`` as a checked integer tensor [B]; ``None`` gives ``max_length`` for every row.
+
+    A list becomes an int64 tensor on ``device``; a tensor is returned as it is (same device
+    and dtype). Checking the values reads them on the host: a sync for an accelerator tensor.
+
+    Raises:
+        ValueError: if ``lengths`` is not one integer per row, or a length is outside
+            ``[1, max_length]``.
+    """
+    if lengths is None:
+        return torch.full((batch_size,), max_length, dtype=torch.long, device=device)
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(lengths, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"lengths must be a list of ints or an int tensor: {err}") from err
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        raise ValueError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    if tuple(lengths.shape) != (batch_size,):
+        raise ValueError(
+            f"lengths must have shape [batch] = ({batch_size},), got {tuple(lengths.shape)}"
+        )
+    bad = (lengths < 1) | (lengths > max_length)
+    if bool(bad.any()):
+        raise ValueError(
+            f"lengths must be in [1, seq_len={max_length}], got {lengths[bad][:5].tolist()}"
+        )
+    return lengths
 
 
 def reversal_index(lengths: Tensor, max_length: int) -> Tensor:
@@ -173,23 +222,33 @@ class BiRNN(nn.Module):
         self.backward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
         self.dropout = Dropout(dropout)
 
-    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+    @torch.jit.unused  # TorchScript compiles run(), which takes lengths as a tensor only
+    def forward(self, inputs: Tensor, lengths: Lengths = None) -> Tensor:
         """inputs [B, T, input_size], lengths [B] -> outputs [B, T, 2 * hidden_size].
 
+        ``lengths`` is an int tensor or a list, each in [1, T], or ``None`` for all T.
         Outputs at padded positions are unspecified; callers mask them. On the CPU the RNN
         runs in float32 even under autocast: oneDNN has no bfloat16 LSTM kernel for CPUs
         without AVX-512 (bf16-mixed crashed there) and its bfloat16 GRU was 10x slower.
         """
+        if inputs.dim() != 3:
+            raise ValueError(
+                f"inputs must have shape [batch, seq_len, features], got {tuple(inputs.shape)}"
+            )
+        lengths = lengths_tensor(lengths, inputs.shape[0], inputs.shape[1], inputs.device)
         if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
-                return self._run(inputs.float(), lengths)
-        return self._run(inputs, lengths)
+                return self.run(inputs.float(), lengths)
+        return self.run(inputs, lengths)
 
-    def _run(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+    @torch.jit.export
+    def run(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """The recurrence of :meth:`forward`, on lengths already checked; scriptable."""
         index = reversal_index(lengths.to(inputs.device), inputs.shape[1]).unsqueeze(-1)
         layer_input = inputs
+        # No strict=True: TorchScript has no such argument; both lists have num_layers RNNs.
         for depth, (forward_rnn, backward_rnn) in enumerate(
-            zip(self.forward_layers, self.backward_layers, strict=True)
+            zip(self.forward_layers, self.backward_layers)  # noqa: B905
         ):
             if depth > 0:
                 layer_input = self.dropout(layer_input)
