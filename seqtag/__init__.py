@@ -29,7 +29,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 
 _EXPORTS = {
     "SequenceTagger": "seqtag.module",
-    "in_input_order": "seqtag.module",
+    "in_input_order": "seqtag.inference",
     "TaggingDataModule": "seqtag.data.datamodule",
     "DataSpec": "seqtag.data.spec",
     "SeqtagCLI": "seqtag.cli",

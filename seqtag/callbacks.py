@@ -13,6 +13,8 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
+from seqtag.inference import in_input_order
+
 
 def write_conll(
     stream: TextIO,
@@ -76,7 +78,7 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         sentences = trainer.datamodule.sentences("predict")
-        results.sort(key=lambda item: item["index"])
+        results = in_input_order([results])
         if [r["index"] for r in results] != list(range(len(sentences))):
             raise RuntimeError(
                 f"predicted {len(results)} sentences for {len(sentences)} input sentences"

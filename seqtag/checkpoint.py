@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,17 @@ from seqtag.errors import CheckpointError
 CHECKPOINT_KEY = "seqtag"
 #: Layout version of that section; raise it when the layout changes.
 CHECKPOINT_FORMAT_VERSION = 1
+#: Hyper-parameters that fix the network's shapes; a model restoring a checkpoint must agree.
+ARCHITECTURE = (
+    "rnn_type",
+    "hidden_size",
+    "num_layers",
+    "embedding_dim",
+    "char_features",
+    "char_dim",
+    "char_hidden_size",
+    "decoder",
+)
 
 
 def write_checkpoint_section(checkpoint: dict[str, Any], vocabularies: Vocabularies) -> None:
@@ -58,6 +70,23 @@ def read_checkpoint_section(checkpoint: Any) -> Vocabularies:
         raise CheckpointError(
             f"the checkpoint's vocabularies are damaged ({type(err).__name__}: {err})"
         ) from None
+
+
+def check_architecture(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse to restore weights into a network of other shapes, naming what differs.
+
+    Without this, PyTorch would stop with a size-mismatch traceback per tensor.
+    """
+    different = [
+        f"{name}={stored[name]!r} (this model: {current.get(name)!r})"
+        for name in ARCHITECTURE
+        if name in stored and stored[name] != current.get(name)
+    ]
+    if different:
+        raise CheckpointError(
+            f"the checkpoint was trained with {', '.join(different)}; load it with "
+            "SequenceTagger.load_from_checkpoint(path), which takes them from the checkpoint"
+        )
 
 
 def read_checkpoint_file(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:

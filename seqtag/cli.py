@@ -85,19 +85,6 @@ class SeqtagCLI(LightningCLI):
                 "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
             )
 
-    def _parse_ckpt_path(self) -> None:
-        # Lightning merges the checkpoint's hyper-parameters into the config here; a checkpoint
-        # whose hyper-parameters this version's SequenceTagger does not accept fails to parse.
-        try:
-            super()._parse_ckpt_path()
-        except ArgumentError as err:
-            subcommand = self.config.get("subcommand")
-            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            raise CheckpointError(
-                f"{ckpt_path}: its hyper-parameters do not fit this version of seqtag: "
-                f"{_summarize_parser_error(str(err))}"
-            ) from err
-
     def before_instantiate_classes(self) -> None:
         # Checkpoints are opened with weights_only=True unless the user asks otherwise, also on
         # torch versions whose torch.load default still unpickles arbitrary objects.
@@ -135,12 +122,7 @@ def with_checkpoint_data_options(argv: list[str]) -> list[str]:
     subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
     if subcommand in (None, "fit"):
         return argv
-    ckpt_path = None
-    for position, arg in enumerate(argv):
-        if arg == "--ckpt_path" and position + 1 < len(argv):
-            ckpt_path = argv[position + 1]
-        elif arg.startswith("--ckpt_path="):
-            ckpt_path = arg.split("=", 1)[1]
+    ckpt_path = _checkpoint_argument(argv)
     if not ckpt_path:
         return argv
     checkpoint = read_checkpoint_file(ckpt_path)
@@ -298,12 +280,39 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
             args=None if args is None else argv,
         )
+    except ArgumentError as err:
+        # Parse errors of the command line became CommandLineErrors in parse_arguments; what
+        # reaches here is Lightning merging --ckpt_path's hyper-parameters into the config.
+        if debug:
+            raise
+        checkpoint = _checkpoint_argument(argv) or "the checkpoint"
+        _print_error(
+            CheckpointError(
+                f"{checkpoint}: its hyper-parameters do not fit this version of seqtag: "
+                f"{_summarize_parser_error(str(err))}"
+            )
+        )
     except SeqtagError as err:
         if debug:
             raise
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"seqtag: error: {message}", file=sys.stderr)
-        raise SystemExit(2 if isinstance(err, CommandLineError) else 1) from None
+        _print_error(err)
+
+
+def _checkpoint_argument(argv: list[str]) -> str | None:
+    """The value of ``--ckpt_path`` on a command line, if given there."""
+    for position, arg in enumerate(argv):
+        if arg == "--ckpt_path" and position + 1 < len(argv):
+            return argv[position + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _print_error(err: SeqtagError) -> None:
+    """``seqtag: error: WHAT`` on one line; exit status 2 for command lines, else 1."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"seqtag: error: {message}", file=sys.stderr)
+    raise SystemExit(2 if isinstance(err, CommandLineError) else 1) from None
 
 
 if __name__ == "__main__":

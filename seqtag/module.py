@@ -12,7 +12,7 @@ optimizer made early, as Lightning's own ``LightningCLI --optimizer`` does, trai
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -23,14 +23,19 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seqtag.checkpoint import CHECKPOINT_KEY, read_checkpoint_section, write_checkpoint_section
-from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
+from seqtag.checkpoint import (
+    CHECKPOINT_KEY,
+    check_architecture,
+    read_checkpoint_section,
+    write_checkpoint_section,
+)
 from seqtag.data.inputs import as_token_lists
 from seqtag.data.schemes import convert_tags
 from seqtag.data.spec import DataSpec
 from seqtag.data.vocab import Vocabularies
 from seqtag.distributed import configure_threads
 from seqtag.errors import CheckpointError, ConfigError, VectorFormatError
+from seqtag.inference import tag_sentences
 from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
 from seqtag.models.encoder import RNNType
 from seqtag.models.tagger import Decoder, Tagger
@@ -40,26 +45,11 @@ from seqtag.network import (
     build_network,
     placeholder_network,
 )
+from seqtag.optimization import DEFAULT_LR_DECAY, make_optimization
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_KEY", "SequenceTagger", "in_input_order"]
-
-#: The optimizer of the benchmarked recipe (README, Results): Adam at this learning rate...
-DEFAULT_LR = 2e-3
-#: ...multiplied by this after every epoch.
-DEFAULT_LR_DECAY = 0.85
-#: Hyper-parameters that fix the network's shapes; a checkpoint must agree on them.
-ARCHITECTURE = (
-    "rnn_type",
-    "hidden_size",
-    "num_layers",
-    "embedding_dim",
-    "char_features",
-    "char_dim",
-    "char_hidden_size",
-    "decoder",
-)
+__all__ = ["CHECKPOINT_KEY", "SequenceTagger"]
 
 
 class SequenceTagger(pl.LightningModule):
@@ -228,16 +218,7 @@ class SequenceTagger(pl.LightningModule):
         stored = checkpoint.get("hyper_parameters") or {}
         if self.hparams.embedding_dim is None and stored.get("embedding_dim"):
             self.hparams.embedding_dim = int(stored["embedding_dim"])
-        different = [
-            f"{name}={stored[name]!r} (this model: {self.hparams.get(name)!r})"
-            for name in ARCHITECTURE
-            if name in stored and stored[name] != self.hparams.get(name)
-        ]
-        if different:
-            raise CheckpointError(
-                f"the checkpoint was trained with {', '.join(different)}; load it with "
-                "SequenceTagger.load_from_checkpoint(path), which takes them from the checkpoint"
-            )
+        check_architecture(stored, self.hparams)
         if self.vocabularies != vocabularies:
             self._build(vocabularies, self.hparams.embedding_dim or DEFAULT_EMBEDDING_DIM)
 
@@ -353,14 +334,15 @@ class SequenceTagger(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per sentence: ``index`` (position in the input), ``tokens``, ``tags``, ``confidences``.
 
-        Batches come in length order; :func:`in_input_order` puts ``trainer.predict``'s output
-        back in input order. Tags are in the corpus scheme. Confidences are ``None`` when
-        :attr:`predict_confidences` is off (the prediction writer turns it off when it does
-        not write them): a CRF then skips its forward-backward pass.
+        Batches come in length order; :func:`seqtag.in_input_order` puts the output of
+        ``trainer.predict`` back in input order. Tags are in the corpus scheme. Confidences are
+        ``None`` when :attr:`predict_confidences` is off (the prediction writer turns it off
+        when it does not write them): a CRF then skips its forward-backward pass.
         """
-        return self._predict_batch(batch, self.predict_confidences)
+        return self.predict_batch(batch, self.predict_confidences)
 
-    def _predict_batch(self, batch: dict[str, Any], confidences: bool) -> list[dict[str, Any]]:
+    def predict_batch(self, batch: dict[str, Any], confidences: bool) -> list[dict[str, Any]]:
+        """Tags (corpus scheme) and, if asked, confidences of every sentence of a batch."""
         emissions = self(batch)
         if confidences:
             best, confidence = self.tagger.decode(emissions, batch["mask"])
@@ -384,23 +366,13 @@ class SequenceTagger(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer and per-epoch scheduler of the hyper-parameters (see the class doc)."""
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.Adam(self.parameters(), lr=DEFAULT_LR, fused=True)
-        else:
-            optimizer = self.optimizer_factory(self.parameters())
-        if self.hparams.lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = self.hparams.lr
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-        elif self.hparams.lr_decay != 1.0:
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, self.hparams.lr_decay)
-        else:
-            return optimizer
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = getattr(scheduler, "monitor", "val_loss")
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return make_optimization(
+            self.parameters(),
+            lr=self.hparams.lr,
+            lr_decay=self.hparams.lr_decay,
+            optimizer=self.optimizer_factory,
+            lr_scheduler=self.scheduler_factory,
+        )
 
     # -- Python API -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -415,41 +387,5 @@ class SequenceTagger(pl.LightningModule):
         or a DataModule: the checkpoint's vocabularies encode the text. Runs on whatever
         device the module is on, in batches of ``batch_size``.
         """
-        tagger = self._require_tagger()
-        vocab = self.vocabularies
-        token_lists = as_token_lists(sentences)
-        encoded = [
-            encode_sentence(vocab, i, tokens)
-            for i, tokens in enumerate(token_lists)
-            if len(tokens) > 0
-        ]
-        results: list[list[tuple[str, float]]] = [[] for _ in token_lists]
-        if not encoded:
-            return results
-        was_training = tagger.training
-        tagger.eval()
-        try:
-            sampler = LengthBucketSampler(
-                [len(s.words) for s in encoded], batch_size, shuffle=False, num_replicas=1, rank=0
-            )
-            for positions in sampler:
-                batch = collate([encoded[p] for p in positions])
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                for sentence in self._predict_batch(batch, confidences=True):
-                    results[sentence["index"]] = list(
-                        zip(sentence["tags"], sentence["confidences"], strict=True)
-                    )
-        finally:
-            tagger.train(was_training)
-        return results
-
-
-def in_input_order(predictions: Iterable[Iterable[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """``trainer.predict(model, datamodule=dm)``'s batches as one list in input order.
-
-    Each item holds ``index``, ``tokens``, ``tags`` and ``confidences`` of one sentence. With
-    several processes, each returns its own share: gather them first (or use ``seqtag
-    predict``, whose writer does).
-    """
-    sentences = [dict(sentence) for batch in predictions for sentence in batch]
-    return sorted(sentences, key=lambda sentence: sentence["index"])
+        self._require_tagger()
+        return tag_sentences(self, as_token_lists(sentences), batch_size)

@@ -32,7 +32,7 @@ from seqtag.data.batching import (
 )
 from seqtag.data.formats import CorpusFormat, Sentence, read_corpus
 from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
-from seqtag.data.spec import DataSpec
+from seqtag.data.spec import ENCODING_DEFAULTS, DataSpec, check_agreement
 from seqtag.data.vocab import Vocabularies, Vocabulary
 from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
 
@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 
 Split = Literal["train", "val", "test", "predict"]
 SchemeName = Literal["iob1", "iob2", "bio", "bioes", "iobes"]
-
-#: Encoding settings and their values when neither the user nor a checkpoint sets them.
-ENCODING_DEFAULTS = {"lowercase": False, "unknown_shapes": True, "max_word_length": 30}
 
 
 class TaggingDataModule(pl.LightningDataModule):
@@ -143,30 +140,19 @@ class TaggingDataModule(pl.LightningDataModule):
         model = self.trainer.lightning_module if self.trainer is not None else None
         return getattr(model, "vocabularies", None)
 
-    def _check_agrees(self, vocab: Vocabularies) -> None:
-        """Refuse settings that contradict the model's vocabularies, naming the setting."""
-        hp = self.hparams
-        given = {
-            "tag_scheme": (self.corpus_scheme, vocab.corpus_scheme),
-            "train_scheme": (self.train_scheme, vocab.tag_scheme),
-            "lowercase": (hp.lowercase, vocab.lowercase),
-            "unknown_shapes": (hp.unknown_shapes, vocab.words.unknown_shapes),
-        }
-        if vocab.chars is not None:
-            given["max_word_length"] = (hp.max_word_length, vocab.max_word_length)
-        for name, (setting, trained) in given.items():
-            if setting is not None and setting != trained:
-                raise ConfigError(
-                    f"data.{name} is {setting!r}, but the model was trained with {trained!r}: "
-                    f"the checkpoint decides how text is encoded, so remove data.{name} or set "
-                    f"it to {trained!r}"
-                )
-
     def _vocabularies(self, split: Split) -> Vocabularies:
         """How text is encoded: the model's vocabularies, else those of the spec."""
         vocab = self._model_vocabularies()
         if vocab is not None:
-            self._check_agrees(vocab)
+            hp = self.hparams
+            check_agreement(
+                vocab,
+                tag_scheme=self.corpus_scheme,
+                train_scheme=self.train_scheme,
+                lowercase=hp.lowercase,
+                unknown_shapes=hp.unknown_shapes,
+                max_word_length=hp.max_word_length,
+            )
             return vocab
         if self.paths["train"]:
             return self.spec.vocabularies  # what a model built from this data will use

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqtag.data.vocab import Vocabularies
+from seqtag.errors import ConfigError
+
+#: Encoding settings and their values when neither the user nor a checkpoint sets them.
+ENCODING_DEFAULTS = {"lowercase": False, "unknown_shapes": True, "max_word_length": 30}
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,27 @@ class DataSpec:
     def embedding_dim(self) -> int | None:
         """Width of the pretrained vectors, or ``None`` without them."""
         return None if self.embedding_matrix is None else int(self.embedding_matrix.shape[1])
+
+
+def check_agreement(vocabularies: Vocabularies, **settings: object) -> None:
+    """Refuse data settings that contradict a trained model's vocabularies.
+
+    ``settings`` are the DataModule's encoding options by name (``tag_scheme``,
+    ``train_scheme``, ``lowercase``, ``unknown_shapes``, ``max_word_length``); ``None`` means
+    "not set", which always agrees: the checkpoint decides.
+    """
+    trained = {
+        "tag_scheme": vocabularies.corpus_scheme,
+        "train_scheme": vocabularies.tag_scheme,
+        "lowercase": vocabularies.lowercase,
+        "unknown_shapes": vocabularies.words.unknown_shapes,
+    }
+    if vocabularies.chars is not None:  # otherwise the model never reads characters
+        trained["max_word_length"] = vocabularies.max_word_length
+    for name, setting in settings.items():
+        if name in trained and setting is not None and setting != trained[name]:
+            raise ConfigError(
+                f"data.{name} is {setting!r}, but the model was trained with {trained[name]!r}: "
+                f"the checkpoint decides how text is encoded, so remove data.{name} or set "
+                f"it to {trained[name]!r}"
+            )
