@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# A second `make quickstart` tests the first run's model again: seqtag fit refuses to overwrite
-# an earlier run's checkpoints (delete runs/ud_ewt_upos to train afresh).
+# A second `make quickstart` resumes the first run from its last.ckpt (finishing it if it was
+# interrupted, doing nothing if it had finished) instead of training afresh: seqtag fit refuses
+# to overwrite an earlier run's checkpoints. Delete runs/ud_ewt_upos to start over.
 quickstart: $(STAMP)
-	test -f $(RUN)/checkpoints/best.ckpt || $(VENV)/bin/seqtag fit --config configs/ud_ewt_upos.yaml
+	if [ -f $(RUN)/checkpoints/last.ckpt ]; then \
+	  $(VENV)/bin/seqtag fit --config configs/ud_ewt_upos.yaml --ckpt_path $(RUN)/checkpoints/last.ckpt; \
+	else \
+	  $(VENV)/bin/seqtag fit --config configs/ud_ewt_upos.yaml; \
+	fi
 	$(VENV)/bin/seqtag test --config configs/ud_ewt_upos.yaml --ckpt_path $(RUN)/checkpoints/best.ckpt
 
 test: $(STAMP)
