@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from seqtag.data.formats import open_text
+from seqtag.data.text_files import open_text
 
 
 def head_sentences(

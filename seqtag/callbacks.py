@@ -2,57 +2,96 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from seqtag.inference import in_input_order
+from seqtag.prediction_output import OutputSink
 
 
-def write_conll(
-    stream: TextIO,
+def format_conll(
+    tokens: Sequence[str], tags: Sequence[str], confidences: Sequence[float] | None = None
+) -> str:
+    """One ``token<TAB>tag[<TAB>confidence]`` line per token and a blank line after."""
+    if confidences is None:
+        lines = [f"{token}\t{tag}\n" for token, tag in zip(tokens, tags, strict=True)]
+    else:
+        lines = [
+            f"{token}\t{tag}\t{conf:.4f}\n"
+            for token, tag, conf in zip(tokens, tags, confidences, strict=True)
+        ]
+    return "".join(lines) + "\n"
+
+
+def format_jsonl(
     tokens: Sequence[str],
     tags: Sequence[str],
     confidences: Sequence[float] | None = None,
-) -> None:
-    """One ``token<TAB>tag[<TAB>confidence]`` line per token and a blank line after."""
-    if confidences is None:
-        stream.writelines(f"{token}\t{tag}\n" for token, tag in zip(tokens, tags, strict=True))
-    else:
-        stream.writelines(
-            f"{token}\t{tag}\t{conf:.4f}\n"
-            for token, tag, conf in zip(tokens, tags, confidences, strict=True)
-        )
-    stream.write("\n")
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """One JSON object per sentence: the input record's other fields, tokens, tags, and the
+    confidences when given."""
+    record = {**(extra or {}), "tokens": list(tokens), "tags": list(tags)}
+    if confidences is not None:
+        record["confidences"] = [round(float(c), 4) for c in confidences]
+    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``seqtag predict`` output as CoNLL columns, sentences in input order.
+    """Writes ``seqtag predict`` output as it is produced, in input order, crash-safe.
 
-    Every process keeps its own sentences; at the end they are gathered on rank 0, sorted by
-    their position in the input and written once, so no sentence is lost or repeated.
+    Predictions arrive chunk by chunk (see :mod:`seqtag.data.streaming`); each finished chunk
+    is sorted back into input order and appended to this process's part of the output, so
+    memory holds one chunk, and a kill loses at most the chunk in progress. Several processes
+    each write their own chunks; rank 0 joins the parts at the end without any process
+    sending predictions to another (see :mod:`seqtag.prediction_output`).
 
     Args:
-        output: file to write; standard output when unset.
-        confidences: add a third column with the probability (softmax) or posterior marginal
-            (CRF) of each predicted tag.
+        output: file to write; standard output when unset (one process only).
+        confidences: add the probability (softmax) or posterior marginal (CRF) of each tag.
+        format: ``conll`` (token, tag[, confidence] columns), ``jsonl`` (one object per
+            sentence: tokens, tags[, confidences] and a JSON Lines input's other fields), or
+            ``auto``: ``jsonl`` for JSON Lines input, else ``conll``.
+        resume: continue the output of an interrupted run of the same command after its last
+            complete chunk; the result equals an uninterrupted run's byte for byte.
     """
 
-    def __init__(self, output: str | None = None, confidences: bool = False) -> None:
+    def __init__(
+        self,
+        output: str | None = None,
+        confidences: bool = False,
+        format: Literal["auto", "conll", "jsonl"] = "auto",
+        resume: bool = False,
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output = output
         self.confidences = confidences
-        self._results: list[dict[str, Any]] = []
+        self.format = format
+        self.resume = resume
+        self.sink: OutputSink | None = None
+        self._chunk: tuple[int, int] | None = None  # (chunk, chunk size) being collected
+        self._pending: list[dict[str, Any]] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "predict":  # before any tagging: a bad output path fails at once
+            rank, world_size = trainer.global_rank, trainer.world_size
+            self.sink = OutputSink(self.output, rank, world_size, self.resume)
+
+    @property
+    def chunks_done(self) -> int:
+        """This process's chunks already in the output (a resumed run skips them)."""
+        return self.sink.chunks_done if self.sink is not None else 0
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._results = []
+        self._chunk, self._pending = None, []
         if hasattr(pl_module, "predict_confidences"):
             pl_module.predict_confidences = self.confidences
 
@@ -66,45 +105,77 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        self._results.extend(prediction)
+        chunk = (batch["chunk"], batch["chunk_size"])
+        if self._chunk is not None and chunk != self._chunk:
+            self._flush()
+        self._chunk = chunk
+        for sentence, extra in zip(prediction, batch["extra"], strict=True):
+            self._pending.append({**sentence, "extra": extra})
+
+    def _flush(self) -> None:
+        if self._chunk is None:
+            return
+        jsonl = self.format == "jsonl" or (
+            self.format == "auto" and any(s["extra"] is not None for s in self._pending)
+        )
+        parts = []
+        for sentence in in_input_order([self._pending]):
+            confidences = sentence["confidences"] if self.confidences else None
+            tokens, tags = sentence["tokens"], sentence["tags"]
+            if jsonl:
+                parts.append(format_jsonl(tokens, tags, confidences, sentence["extra"]))
+            else:
+                parts.append(format_conll(tokens, tags, confidences))
+        self.sink.write_chunk("".join(parts), self._chunk[1])
+        self._chunk, self._pending = None, []
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        results = self._results
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, results)
-            results = [item for part in gathered for item in part]
-        self._results = []
-        if not trainer.is_global_zero:
-            return
-        sentences = trainer.datamodule.sentences("predict")
-        results = in_input_order([results])
-        if [r["index"] for r in results] != list(range(len(sentences))):
-            raise RuntimeError(
-                f"predicted {len(results)} sentences for {len(sentences)} input sentences"
-            )
-        with contextlib.ExitStack() as stack:
-            stream = (
-                stack.enter_context(open(self.output, "w", encoding="utf-8"))
-                if self.output
-                else sys.stdout
-            )
-            for sentence, result in zip(sentences, results, strict=True):
-                write_conll(
-                    stream,
-                    sentence.tokens,
-                    result["tags"],
-                    result["confidences"] if self.confidences else None,
-                )
-            stream.flush()
+        self._flush()
+        self.sink.close()
+        trainer.strategy.barrier("seqtag-prediction-parts")
+        if trainer.is_global_zero:
+            self.sink.join()
+        trainer.strategy.barrier("seqtag-prediction-joined")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "predict" and self.sink is not None:
+            self.sink.close()  # after a failure the parts stay, for resume
 
 
 class PredictionProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, with the prediction bar on stderr.
+    """Lightning's progress bar, with the prediction bar on stderr, counting sentences and tokens.
 
     ``seqtag predict`` writes the tags to standard output, so ``seqtag predict ... > out.conll``
-    must capture tags only; the progress of a large file still shows on the terminal.
+    must capture tags only; the progress of a large file still shows on the terminal, with
+    how many sentences and tokens are tagged per second (the input is read lazily, so there is
+    no total to count down from).
     """
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_predict_epoch_start(trainer, pl_module)
+        self._tagged = [0, 0]  # sentences, tokens
+        self._started = time.perf_counter()
+
+    def on_predict_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        if not isinstance(batch, dict) or self.is_disabled:
+            return
+        self._tagged[0] += len(batch["index"])
+        self._tagged[1] += int(batch["lengths"].sum()) if "lengths" in batch else 0
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        sentences, tokens = self._tagged
+        self.predict_progress_bar.set_postfix_str(
+            f"{sentences:,} sentences, {tokens:,} tokens, {tokens / elapsed:,.0f} tokens/s",
+            refresh=False,
+        )
 
     def init_predict_tqdm(self) -> Tqdm:
         return Tqdm(

@@ -90,6 +90,10 @@ class SeqtagCLI(LightningCLI):
         # torch versions whose torch.load default still unpickles arbitrary objects.
         if self.subcommand and self.config[self.subcommand].get("weights_only") is None:
             self.config[self.subcommand]["weights_only"] = True
+        if self.subcommand == "predict":
+            # The writer streams predictions to the output; Lightning keeping them all as well
+            # would make memory grow with the input.
+            self.config["predict"]["return_predictions"] = False
 
     def after_instantiate_classes(self) -> None:
         install_resume_support(self.trainer)

@@ -58,3 +58,7 @@ class CommandLineError(SeqtagError):
 
     The CLI exits with status 2 for it, as argparse does.
     """
+
+
+class OutputError(SeqtagError, OSError):
+    """An output (predictions, checkpoints, exports) cannot be written where it was asked to."""

@@ -12,7 +12,7 @@ optimizer made early, as Lightning's own ``LightningCLI --optimizer`` does, trai
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -32,10 +32,11 @@ from seqtag.checkpoint import (
 from seqtag.data.inputs import as_token_lists
 from seqtag.data.schemes import convert_tags
 from seqtag.data.spec import DataSpec
+from seqtag.data.streaming import DEFAULT_CHUNK_SIZE
 from seqtag.data.vocab import Vocabularies
 from seqtag.distributed import configure_threads
 from seqtag.errors import CheckpointError, ConfigError, VectorFormatError
-from seqtag.inference import tag_sentences
+from seqtag.inference import predict_batch, tag_sentences, tag_stream
 from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
 from seqtag.models.encoder import RNNType
 from seqtag.models.tagger import Decoder, Tagger
@@ -287,7 +288,7 @@ class SequenceTagger(pl.LightningModule):
             accuracy.update(predicted, batch["tags"])
         else:
             # Span tasks: every score in the corpus's own scheme, as the gold file has it.
-            corpus_tags = self._to_corpus_tags(predicted, batch["lengths"])
+            corpus_tags = self.to_corpus_tags(predicted, batch["lengths"])
             accuracy.update_strings(corpus_tags, batch["gold"])
             spans.update_strings(corpus_tags, batch["gold"])
         self.log(f"{stage}_acc", accuracy, prog_bar=True, batch_size=size)
@@ -295,7 +296,8 @@ class SequenceTagger(pl.LightningModule):
             known = batch["tags"] >= 0
             self.test_confusion.update(predicted[known], batch["tags"][known])
 
-    def _to_corpus_tags(self, ids: Tensor, lengths: Tensor) -> list[list[str]]:
+    def to_corpus_tags(self, ids: Tensor, lengths: Tensor) -> list[list[str]]:
+        """Tag ids [B, T] as tag strings in the corpus's scheme, cut to each sentence's length."""
         vocab = self.vocabularies
         rows = ids.tolist()
         tags = [vocab.tags.decode(row[:n]) for row, n in zip(rows, lengths.tolist(), strict=True)]
@@ -339,30 +341,7 @@ class SequenceTagger(pl.LightningModule):
         ``None`` when :attr:`predict_confidences` is off (the prediction writer turns it off
         when it does not write them): a CRF then skips its forward-backward pass.
         """
-        return self.predict_batch(batch, self.predict_confidences)
-
-    def predict_batch(self, batch: dict[str, Any], confidences: bool) -> list[dict[str, Any]]:
-        """Tags (corpus scheme) and, if asked, confidences of every sentence of a batch."""
-        emissions = self(batch)
-        if confidences:
-            best, confidence = self.tagger.decode(emissions, batch["mask"])
-            rows: list[Any] = confidence.float().tolist()
-        else:
-            best = self.tagger.predict(emissions, batch["mask"])
-            rows = [None] * len(best)
-        tags = self._to_corpus_tags(best, batch["lengths"])
-        tokens = batch.get("tokens") or [None] * len(tags)
-        return [
-            {
-                "index": index,
-                "tokens": list(words) if words is not None else None,
-                "tags": sentence_tags,
-                "confidences": row[: len(sentence_tags)] if row is not None else None,
-            }
-            for index, words, sentence_tags, row in zip(
-                batch["index"].tolist(), tokens, tags, rows, strict=True
-            )
-        ]
+        return predict_batch(self, batch, self.predict_confidences)
 
     def configure_optimizers(self) -> Any:
         """The optimizer and per-epoch scheduler of the hyper-parameters (see the class doc)."""
@@ -389,3 +368,18 @@ class SequenceTagger(pl.LightningModule):
         """
         self._require_tagger()
         return tag_sentences(self, as_token_lists(sentences), batch_size)
+
+    def tag_stream(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = 256,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[list[tuple[str, float]]]:
+        """:meth:`tag` for inputs of any length: yields each sentence's result in input order.
+
+        Reads ``chunk_size`` sentences at a time (a generator, a file being read...), so memory
+        stays bounded by the chunk, not by the input.
+        """
+        self._require_tagger()
+        with torch.inference_mode():
+            yield from tag_stream(self, sentences, batch_size, chunk_size)

@@ -246,13 +246,19 @@ def test_ddp_predict_writes_every_sentence_once_in_input_order(ddp_trained, ewt_
             f"--ckpt_path={best}",
             f"--data.predict_path={ewt_slice['test']}",
             "--data.predict_format=conllu",
+            "--data.predict_chunk_size=16",  # 7 chunks: each process writes its own part
+            "--prediction.confidences=true",
             f"--prediction.output={output}",
         ]
         _seqtag("predict", run_args, tmp_path / name, ddp=ddp)
         outputs[name] = output.read_text(encoding="utf-8")
     shards = [rank["predict"] for rank in _recorded(tmp_path / "ddp", "predict")]
     sentences = read_corpus(ewt_slice["test"], "conllu")
-    _assert_evaluated_once(shards, len(sentences))
+    _assert_sentences_once(shards, len(sentences))
+    for rank, shard in enumerate(shards):  # chunk c of 16 sentences is tagged by rank c % 2
+        assert {i for batch in shard for i in batch} == {
+            i for i in range(len(sentences)) if (i // 16) % 2 == rank
+        }
     blocks = outputs["ddp"].rstrip("\n").split("\n\n")
     assert len(blocks) == len(sentences)
     for block, sentence in zip(blocks, sentences, strict=True):

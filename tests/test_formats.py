@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 
 from seqtag.data.formats import (
     Sentence,
-    open_text,
+    iter_corpus,
+    iter_jsonl,
     read_columns,
     read_conllu,
     read_corpus,
     read_plain,
-    write_columns,
 )
+from seqtag.data.text_files import open_text
 from seqtag.errors import CorpusFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -347,27 +348,52 @@ def test_read_corpus_reports_missing_file(tmp_path: Path) -> None:
     assert_error_at(lambda: read_corpus(path, "conllu"), path, None, "no such file")
 
 
-# --- write_columns ----------------------------------------------------------------------------
+# --- lazy reading, JSON Lines, standard input --------------------------------------------------
 
 
-def test_write_columns_round_trip(tmp_path: Path) -> None:
-    sentences = read_columns(TINY_CONLL2003)
-    stream = io.StringIO()
-    write_columns(sentences, stream)
-    path = write(tmp_path / "out.txt", stream.getvalue())
-    assert [(s.tokens, s.tags) for s in read_columns(path)] == [
-        (s.tokens, s.tags) for s in sentences
-    ]
-    stream = io.StringIO()
-    write_columns([(["a", "b"], ["X", "Y"]), (["c"], None)], stream)
-    assert stream.getvalue() == "a\tX\nb\tY\n\nc\n\n"
+def test_lazy_reader_reads_no_further_than_asked(tmp_path: Path) -> None:
+    path = tmp_path / "text.txt"
+    path.write_bytes(b"a b\nc\n\xff broken line\n")
+    sentences = iter_corpus(path, "text", require_tags=False)
+    assert [next(sentences).tokens, next(sentences).tokens] == [("a", "b"), ("c",)]
+    with pytest.raises(CorpusFormatError, match=r"text\.txt:3: invalid UTF-8"):
+        next(sentences)  # the bad line is only read when the caller gets that far
 
 
-def test_write_columns_refuses_corrupting_input() -> None:
-    with pytest.raises(ValueError, match="2 tokens but 1 tags"):
-        write_columns([(["a", "b"], ["X"])], io.StringIO())
-    with pytest.raises(ValueError, match="tab or line break"):
-        write_columns([(["a\tb"], ["X"])], io.StringIO())
+def test_jsonl_keeps_the_other_fields_and_allows_empty_sentences(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "in.jsonl",
+        '{"id": 7, "tokens": ["Hello", "world"], "meta": {"a": [1]}}\n\n{"tokens": [], "id": 8}\n',
+    )
+    first, second = iter_jsonl(path)
+    assert first == Sentence(("Hello", "world"), None, 1, {"id": 7, "meta": {"a": [1]}})
+    assert second == Sentence((), None, 3, {"id": 8})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["a", "b"]', '"tokens": a list of non-empty strings'),
+        ('{"tokens": "a b"}', '"tokens": a list of non-empty strings'),
+        ('{"tokens": ["a", 3]}', '"tokens": a list of non-empty strings'),
+        ('{"tokens": ["a", ""]}', '"tokens": a list of non-empty strings'),
+    ],
+)
+def test_jsonl_errors_name_the_line(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path / "in.jsonl", '{"tokens": ["ok"]}\n' + line + "\n")
+    assert_error_at(lambda: list(iter_jsonl(path)), path, 2, message)
+
+
+def test_jsonl_is_for_text_to_tag_only(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.jsonl", '{"tokens": ["ok"]}\n')
+    with pytest.raises(ValueError, match="jsonl"):
+        read_corpus(path, "jsonl")
+
+
+def test_dash_reads_standard_input(monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a b\n\nc\n")))
+    assert [s.tokens for s in iter_corpus("-", "text", require_tags=False)] == [("a", "b"), ("c",)]
 
 
 # --- the shared corpora -----------------------------------------------------------------------

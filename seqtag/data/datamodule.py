@@ -30,10 +30,11 @@ from seqtag.data.batching import (
     collate,
     encode_sentence,
 )
-from seqtag.data.formats import CorpusFormat, Sentence, read_corpus
+from seqtag.data.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
 from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
-from seqtag.data.spec import ENCODING_DEFAULTS, DataSpec, check_agreement
-from seqtag.data.vocab import Vocabularies, Vocabulary
+from seqtag.data.spec import DataSpec, build_spec, check_agreement
+from seqtag.data.streaming import DEFAULT_CHUNK_SIZE, PredictionStream
+from seqtag.data.vocab import Vocabularies
 from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,10 @@ class TaggingDataModule(pl.LightningDataModule):
         train_path: training corpus (plain or ``.gz``).
         val_path: development corpus, used for model selection.
         test_path: test corpus.
-        predict_path: text to tag; its gold tags, if any, are ignored.
-        format: ``conllu``, ``columns`` (CoNLL-2000/2002/2003 whitespace columns) or ``text``
-            (one sentence per line, tokens separated by spaces; prediction input only).
+        predict_path: text to tag (``-``: standard input); its gold tags, if any, are ignored.
+        format: ``conllu``, ``columns`` (CoNLL-2000/2002/2003 whitespace columns), ``text``
+            (one sentence per line, tokens separated by spaces) or ``jsonl`` (one object with a
+            ``tokens`` list per line); the last two for prediction input only.
         predict_format: format of ``predict_path`` when it differs from ``format``.
         tag_field: which CoNLL-U column holds the tags.
         token_column: column of the token in ``columns`` files (negative counts from the end).
@@ -85,6 +87,9 @@ class TaggingDataModule(pl.LightningDataModule):
         pool_size: batches per sorting pool of the length bucketing.
         val_from_train: hold out the last ``n`` training sentences as the validation split,
             for corpora without a development file (CoNLL-2000); ``val_path`` must be unset.
+        predict_chunk_size: sentences of ``predict_path`` read, tagged and written at a time;
+            sets prediction's peak memory (not the input's size) and the unit a resumed
+            prediction continues from.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class TaggingDataModule(pl.LightningDataModule):
         seed: int = 42,
         pool_size: int = 100,
         val_from_train: int = 0,
+        predict_chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -229,71 +235,24 @@ class TaggingDataModule(pl.LightningDataModule):
         """What a new model needs from this data, computed on first use.
 
         Reads the training split (and, for the vectors, the words of every configured split)
-        and the vector file. Vocabularies: every training word seen ``min_freq`` times, plus
-        every word of any split that has a vector; a character vocabulary from the training
-        text (used when the model has character features).
+        and the vector file; see :func:`~seqtag.data.spec.build_spec`.
         """
-        from seqtag.data.alignment import align_vectors, pretrained_words_in
-        from seqtag.data.embeddings import load_vectors
-
-        hp = self.hparams
-        settings = {key: default for key, default in ENCODING_DEFAULTS.items()}
-        settings.update({key: hp[key] for key in ENCODING_DEFAULTS if hp[key] is not None})
         train = self.sentences("train")
-        norm = str.lower if settings["lowercase"] else (lambda w: w)
-        word_counts = Counter(norm(token) for s in train for token in s.tokens)
-        extra: set[str] = set()
-        vectors = None
-        if hp.vectors:
-            vectors = load_vectors(hp.vectors, hp.vectors_format, cache=hp.vectors_cache)
-            candidates = set(word_counts)
-            for split in ("val", "test", "predict"):
-                if self.paths[split]:
-                    candidates.update(norm(t) for s in self.sentences(split) for t in s.tokens)
-            extra = pretrained_words_in(vectors, candidates)
-            if hp.vectors_top_k:
-                extra.update(norm(w) for w in vectors.words[: hp.vectors_top_k])
-        words = Vocabulary.from_counts(
-            word_counts,
-            min_freq=hp.min_freq,
-            extra=extra,
-            fallback=True,
-            unknown_shapes=settings["unknown_shapes"],
-        )
-        char_counts = Counter(c for s in train for token in s.tokens for c in token)
         train_scheme = self.train_scheme or self.corpus_scheme
-        tag_counts = Counter(
-            tag for s in train for tag in self._train_tags(s, self.corpus_scheme, train_scheme)
+        other_words = (
+            token
+            for split in ("val", "test", "predict")
+            if self.paths[split] and self.hparams.vectors
+            for sentence in self.sentences(split)
+            for token in sentence.tokens
         )
-        vocabularies = Vocabularies(
-            words=words,
-            tags=Vocabulary(sorted(tag_counts), pad=None, unk=None),
-            chars=Vocabulary.from_counts(char_counts),
-            lowercase=settings["lowercase"],
-            tag_scheme=train_scheme,
+        return build_spec(
+            [s.tokens for s in train],
+            [self._train_tags(s, self.corpus_scheme, train_scheme) for s in train],
+            other_words,
+            self.hparams,
             corpus_scheme=self.corpus_scheme,
-            max_word_length=settings["max_word_length"],
-        )
-        matrix = None
-        if vectors is not None:
-            matrix, _ = align_vectors(
-                vectors,
-                words.items,
-                special=words.num_specials,
-                word_counts=word_counts,
-                seed=hp.seed,
-            )
-        log.info(
-            "vocabularies: %d words, %d tags, %d characters",
-            len(words),
-            len(vocabularies.tags),
-            len(vocabularies.chars),
-        )
-        return DataSpec(
-            vocabularies=vocabularies,
-            embedding_matrix=matrix,
-            word_counts=np.array([word_counts.get(w, 0) for w in words.items], dtype=np.float32),
-            vectors_path=hp.vectors,
+            train_scheme=train_scheme,
         )
 
     def setup(self, stage: str) -> None:
@@ -390,4 +349,28 @@ class TaggingDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False)
+        """The text to tag, read lazily chunk by chunk (see :mod:`seqtag.data.streaming`)."""
+        hp = self.hparams
+        path = self.paths["predict"]
+        if path is None:
+            raise ConfigError("no predict file: set data.predict_path (- reads standard input)")
+        stream = PredictionStream(
+            lambda: iter_corpus(
+                path,
+                hp.predict_format or hp.format,
+                tag_field=hp.tag_field,
+                token_column=hp.token_column,
+                tag_column=hp.tag_column,
+                require_tags=False,
+            ),
+            self._vocabularies("predict"),
+            batch_size=hp.eval_batch_size,
+            chunk_size=hp.predict_chunk_size,
+            skip_chunks=self._chunks_already_written,
+        )
+        return DataLoader(stream, batch_size=None)
+
+    def _chunks_already_written(self) -> int:
+        """Chunks a resumed prediction output already holds (0 unless its writer says more)."""
+        callbacks = self.trainer.callbacks if self.trainer is not None else []
+        return max((getattr(c, "chunks_done", 0) for c in callbacks), default=0)

@@ -5,34 +5,35 @@ it can be tested on tiny files and reused by prediction. Every malformed input r
 :class:`~seqtag.errors.CorpusFormatError` naming the file and the 1-based line, because a user
 with a 200,000-line corpus needs to know exactly where to look.
 
-Readers return whole lists: the corpora we train on fit in memory many times over, and a list
-lets the caller count, sort and bucket sentences.
+Each format has a lazy reader (``iter_*``: one sentence at a time, for tagging corpora of any
+size) and a list reader (``read_*``) for the training and evaluation splits, which fit in memory
+many times over and are counted, sorted and bucketed. ``-`` as a path reads standard input.
 """
 
 from __future__ import annotations
 
-import gzip
+import json
 import os
 import re
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, TextIO
+from typing import Literal
 
+from seqtag.data.text_files import STDIN, open_text
 from seqtag.errors import CorpusFormatError
 
 __all__ = [
     "CorpusFormat",
     "Sentence",
-    "open_text",
+    "iter_corpus",
     "read_columns",
     "read_conllu",
     "read_corpus",
     "read_plain",
-    "write_columns",
 ]
 
-CorpusFormat = Literal["conllu", "columns", "text"]
+CorpusFormat = Literal["conllu", "columns", "text", "jsonl"]
+
 
 _DOCSTART = "-DOCSTART-"
 # Multiword tokens ("1-2") and empty nodes ("8.1") are not words of the surface sentence.
@@ -49,62 +50,13 @@ class Sentence:
             ``require_tags=False`` and some tag missing).
         line: 1-based line number of the sentence's first token line, so later errors (an
             unknown tag, a bad BIO sequence) can point back into the file.
+        extra: the other fields of a JSON Lines record, passed through to the output.
     """
 
     tokens: tuple[str, ...]
     tags: tuple[str, ...] | None
     line: int
-
-
-def open_text(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, line)`` from a UTF-8 text file, ``.gz`` opened transparently.
-
-    Lines are split on ``\\n`` only and decoded one by one, so an encoding error names the line
-    it is on (``str.splitlines`` would also split on form feeds and Unicode separators, which
-    can occur inside tokens). The trailing newline and CR are removed; a UTF-8 BOM at the very
-    start is dropped.
-
-    Raises:
-        CorpusFormatError: the path is missing or a directory, the gzip stream is corrupt, or a
-            line is not valid UTF-8.
-    """
-    name = os.fspath(path)
-    if os.path.isdir(name):
-        raise CorpusFormatError(name, None, "is a directory, expected a file")
-    try:
-        raw = gzip.open(name, "rb") if name.endswith(".gz") else open(name, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise CorpusFormatError(name, None, "no such file") from None
-    except PermissionError:
-        raise CorpusFormatError(name, None, "permission denied") from None
-    with raw:
-        try:
-            for lineno, data in enumerate(raw, 1):
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise _decode_error(name, lineno, data, err) from None
-                if lineno == 1 and text.startswith("\ufeff"):
-                    text = text[1:]
-                yield lineno, text.rstrip("\r\n")
-        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-            raise CorpusFormatError(name, None, f"corrupt or truncated gzip file ({err})") from None
-
-
-def _decode_error(
-    path: str, lineno: int, data: bytes, err: UnicodeDecodeError
-) -> CorpusFormatError:
-    """Describe an undecodable byte by its value and 1-based character column."""
-    prefix = data[: err.start].decode("utf-8", errors="replace")
-    if lineno == 1 and prefix.startswith("\ufeff"):
-        prefix = prefix[1:]
-    byte = data[err.start]
-    return CorpusFormatError(
-        path,
-        lineno,
-        f"invalid UTF-8 (byte 0x{byte:02x} at column {len(prefix) + 1}); "
-        "the file must be UTF-8 encoded",
-    )
+    extra: dict | None = None
 
 
 def _split_fields(line: str) -> list[str]:
@@ -122,7 +74,16 @@ def read_conllu(
     tag_field: Literal["upos", "xpos"] = "upos",
     require_tags: bool = True,
 ) -> list[Sentence]:
-    """Read the words of a CoNLL-U file with their UPOS or XPOS tags.
+    """All sentences of a CoNLL-U file (see :func:`iter_conllu`)."""
+    return list(iter_conllu(path, tag_field=tag_field, require_tags=require_tags))
+
+
+def iter_conllu(
+    path: str | os.PathLike[str],
+    tag_field: Literal["upos", "xpos"] = "upos",
+    require_tags: bool = True,
+) -> Iterator[Sentence]:
+    """Read the words of a CoNLL-U file with their UPOS or XPOS tags, one sentence at a time.
 
     Comment lines, multiword-token lines (``1-2``) and empty nodes (``8.1``) are skipped, since
     a tagger labels the syntactic words. Trailing spaces and CRLF line ends are tolerated.
@@ -140,7 +101,6 @@ def read_conllu(
         raise ValueError(f"tag_field must be 'upos' or 'xpos', got {tag_field!r}")
     tag_index = 3 if tag_field == "upos" else 4
     tag_name = tag_field.upper()
-    sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
@@ -149,9 +109,7 @@ def read_conllu(
         line = line.rstrip(" \t\r")
         if not line:
             if tokens:
-                sentences.append(
-                    Sentence(tuple(tokens), None if tags_missing else tuple(tags), start)
-                )
+                yield Sentence(tuple(tokens), None if tags_missing else tuple(tags), start)
                 tokens, tags, tags_missing = [], [], False
             continue
         if line[0] == "#":
@@ -192,8 +150,7 @@ def read_conllu(
         tokens.append(form)
         tags.append(tag)
     if tokens:
-        sentences.append(Sentence(tuple(tokens), None if tags_missing else tuple(tags), start))
-    return sentences
+        yield Sentence(tuple(tokens), None if tags_missing else tuple(tags), start)
 
 
 def _resolve_column(
@@ -215,6 +172,20 @@ def read_columns(
     tag_column: int = -1,
     require_tags: bool = True,
 ) -> list[Sentence]:
+    """All sentences of a column file (see :func:`iter_columns`)."""
+    return list(
+        iter_columns(
+            path, token_column=token_column, tag_column=tag_column, require_tags=require_tags
+        )
+    )
+
+
+def iter_columns(
+    path: str | os.PathLike[str],
+    token_column: int = 0,
+    tag_column: int = -1,
+    require_tags: bool = True,
+) -> Iterator[Sentence]:
     """Read a CoNLL-2000/2002/2003-style file: one token per line, columns split by whitespace.
 
     Blank lines end sentences; ``-DOCSTART-`` lines mark document boundaries and also end a
@@ -231,7 +202,6 @@ def read_columns(
     Raises:
         CorpusFormatError: column counts differ, or a requested column does not exist.
     """
-    sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
@@ -243,9 +213,7 @@ def read_columns(
         fields = _split_fields(line)
         if not fields or fields[0] == _DOCSTART:
             if tokens:
-                sentences.append(
-                    Sentence(tuple(tokens), None if tag_index is None else tuple(tags), start)
-                )
+                yield Sentence(tuple(tokens), None if tag_index is None else tuple(tags), start)
                 tokens, tags = [], []
             continue
         if len(fields) != n_columns:
@@ -266,8 +234,7 @@ def read_columns(
         if tag_index is not None:
             tags.append(fields[tag_index])
     if tokens:
-        sentences.append(Sentence(tuple(tokens), None if tag_index is None else tuple(tags), start))
-    return sentences
+        yield Sentence(tuple(tokens), None if tag_index is None else tuple(tags), start)
 
 
 def _tag_index(
@@ -296,29 +263,101 @@ def _tag_index(
 
 
 def read_plain(path: str | os.PathLike[str]) -> list[Sentence]:
+    """All sentences of a plain-text file (see :func:`iter_plain`)."""
+    return list(iter_plain(path))
+
+
+def iter_plain(path: str | os.PathLike[str]) -> Iterator[Sentence]:
     """Read one sentence per line, tokens separated by spaces or tabs, without tags.
 
     Blank lines are skipped rather than read as empty sentences (a tagger has nothing to do
     with them); each sentence keeps its own line number.
     """
-    sentences: list[Sentence] = []
     for lineno, line in open_text(path):
         fields = _split_fields(line)
         if fields:
-            sentences.append(Sentence(tuple(fields), None, lineno))
-    return sentences
+            yield Sentence(tuple(fields), None, lineno)
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Sentence]:
+    """Read JSON Lines: one object per line with a ``tokens`` list of strings.
+
+    The object's other fields are kept (``Sentence.extra``) and written back with the tags, so
+    ids and metadata travel through tagging. Blank lines are skipped; an empty ``tokens`` list
+    is a sentence without words.
+    """
+    for lineno, line in open_text(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CorpusFormatError(path, lineno, f"not valid JSON ({err.msg})") from None
+        tokens = record.get("tokens") if isinstance(record, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+            raise CorpusFormatError(
+                path, lineno, 'expected a JSON object with "tokens": a list of non-empty strings'
+            )
+        extra = {key: value for key, value in record.items() if key != "tokens"}
+        yield Sentence(tuple(tokens), None, lineno, extra)
 
 
 _EXPECTED = {
     "conllu": "a CoNLL-U corpus (10 tab-separated fields per word, blank line between sentences)",
     "columns": "one token per line in whitespace-separated columns, blank line between sentences",
     "text": "one sentence per line, tokens separated by spaces",
+    "jsonl": 'one JSON object per line, with "tokens": a list of strings',
 }
 _ONLY = {
     "conllu": "the file has only comment lines, multiword-token or empty-node lines",
     "columns": "the file has only -DOCSTART- and blank lines",
     "text": "the file has no tokens separated by spaces or tabs",
+    "jsonl": "the file has only blank lines",
 }
+
+
+def iter_corpus(
+    path: str | os.PathLike[str],
+    format: CorpusFormat,
+    *,
+    tag_field: Literal["upos", "xpos"] = "upos",
+    token_column: int = 0,
+    tag_column: int = -1,
+    require_tags: bool = True,
+) -> Iterator[Sentence]:
+    """The sentences of a corpus in the given format, read lazily; refuses one without any.
+
+    An empty file is nearly always a wrong path or a failed download, so it is an error here
+    rather than a confusing zero-division or empty vocabulary later (or an empty output).
+
+    Raises:
+        CorpusFormatError: the file is malformed, empty, or holds no sentence.
+        ValueError: ``format`` is not one of the known formats (``jsonl`` carries no tags).
+    """
+    if format == "conllu":
+        sentences = iter_conllu(path, tag_field=tag_field, require_tags=require_tags)
+    elif format == "columns":
+        sentences = iter_columns(
+            path, token_column=token_column, tag_column=tag_column, require_tags=require_tags
+        )
+    elif format == "text":
+        sentences = iter_plain(path)
+    elif format == "jsonl" and not require_tags:
+        sentences = iter_jsonl(path)
+    else:
+        raise ValueError(
+            f"format must be 'conllu', 'columns' or 'text' (or 'jsonl' for text to tag), "
+            f"got {format!r}"
+        )
+    found = False
+    for sentence in sentences:
+        found = True
+        yield sentence
+    if not found:
+        name = os.fspath(path)
+        if name != STDIN and any(line.strip() for _, line in open_text(path)):
+            raise CorpusFormatError(path, None, f"no sentences found: {_ONLY[format]}")
+        raise CorpusFormatError(path, None, f"file is empty, expected {_EXPECTED[format]}")
 
 
 def read_corpus(
@@ -330,57 +369,15 @@ def read_corpus(
     tag_column: int = -1,
     require_tags: bool = True,
 ) -> list[Sentence]:
-    """Read a corpus in the given format and refuse one without sentences.
-
-    An empty training or evaluation file is nearly always a wrong path or a failed download, so
-    it is an error here rather than a confusing zero-division or empty vocabulary later.
-
-    Raises:
-        CorpusFormatError: the file is malformed, empty, or holds no sentence.
-        ValueError: ``format`` is not one of the known formats.
-    """
-    if format == "conllu":
-        sentences = read_conllu(path, tag_field=tag_field, require_tags=require_tags)
-    elif format == "columns":
-        sentences = read_columns(
-            path, token_column=token_column, tag_column=tag_column, require_tags=require_tags
+    """All sentences of a corpus (see :func:`iter_corpus`), for splits that are counted and
+    bucketed as a whole."""
+    return list(
+        iter_corpus(
+            path,
+            format,
+            tag_field=tag_field,
+            token_column=token_column,
+            tag_column=tag_column,
+            require_tags=require_tags,
         )
-    elif format == "text":
-        sentences = read_plain(path)
-    else:
-        raise ValueError(f"format must be 'conllu', 'columns' or 'text', got {format!r}")
-    if not sentences:
-        # Only on this rare path is the file read a second time, to tell the two cases apart.
-        if any(line.strip() for _, line in open_text(path)):
-            raise CorpusFormatError(path, None, f"no sentences found: {_ONLY[format]}")
-        raise CorpusFormatError(path, None, f"file is empty, expected {_EXPECTED[format]}")
-    return sentences
-
-
-def write_columns(
-    sentences: Iterable[Sentence | tuple[Sequence[str], Sequence[str] | None]],
-    stream: TextIO,
-) -> None:
-    """Write ``token<TAB>tag`` lines with a blank line after each sentence.
-
-    The output reads back with :func:`read_columns` (and conlleval-style scorers) as long as
-    tokens contain no spaces. Sentences without tags are written as one token per line.
-
-    Raises:
-        ValueError: tokens and tags differ in length, or a field contains a tab or newline
-            (which would silently corrupt the output).
-    """
-    for item in sentences:
-        tokens, tags = (item.tokens, item.tags) if isinstance(item, Sentence) else item
-        if tags is not None and len(tags) != len(tokens):
-            raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags: {list(tokens)[:5]}...")
-        fields = tokens if tags is None else [*tokens, *tags]
-        for field in fields:
-            if "\t" in field or "\n" in field or "\r" in field:
-                raise ValueError(f"field {field!r} contains a tab or line break")
-        if tags is None:
-            stream.write("".join(f"{token}\n" for token in tokens))
-        else:
-            pairs = zip(tokens, tags, strict=True)
-            stream.write("".join(f"{token}\t{tag}\n" for token, tag in pairs))
-        stream.write("\n")
+    )

@@ -10,12 +10,18 @@ how text becomes ids, and the DataModule checks its own settings against it.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from seqtag.data.vocab import Vocabularies
+from seqtag.data.vocab import Vocabularies, Vocabulary
 from seqtag.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Encoding settings and their values when neither the user nor a checkpoint sets them.
 ENCODING_DEFAULTS = {"lowercase": False, "unknown_shapes": True, "max_word_length": 30}
@@ -81,3 +87,86 @@ def check_agreement(vocabularies: Vocabularies, **settings: object) -> None:
                 f"the checkpoint decides how text is encoded, so remove data.{name} or set "
                 f"it to {trained[name]!r}"
             )
+
+
+def build_spec(
+    train_tokens: Sequence[Sequence[str]],
+    train_tags: Sequence[Sequence[str]],
+    other_words: Iterable[str],
+    options: Mapping[str, Any],
+    *,
+    corpus_scheme: str | None,
+    train_scheme: str | None,
+) -> DataSpec:
+    """Vocabularies and initial vectors from the training sentences and the vector file.
+
+    Words: every training word seen ``min_freq`` times, plus every word of ``other_words``
+    (the other splits) and of the training split that has a pretrained vector, plus the
+    ``vectors_top_k`` most frequent words of the vector table. Characters: those of the
+    training text (used when the model has character features). Tags: the training tags, in
+    the training scheme.
+
+    Args:
+        train_tokens: the training sentences' tokens.
+        train_tags: their tags, already in ``train_scheme``.
+        other_words: tokens of the other splits, read only when there are vectors.
+        options: the DataModule's settings (``min_freq``, ``vectors``, ``vectors_format``,
+            ``vectors_cache``, ``vectors_top_k``, ``seed`` and the encoding settings).
+    """
+    from seqtag.data.alignment import align_vectors, pretrained_words_in
+    from seqtag.data.embeddings import load_vectors
+
+    settings = dict(ENCODING_DEFAULTS)
+    settings.update({key: options[key] for key in ENCODING_DEFAULTS if options[key] is not None})
+    norm = str.lower if settings["lowercase"] else (lambda w: w)
+    word_counts = Counter(norm(token) for tokens in train_tokens for token in tokens)
+    extra: set[str] = set()
+    vectors = None
+    if options["vectors"]:
+        vectors = load_vectors(
+            options["vectors"], options["vectors_format"], cache=options["vectors_cache"]
+        )
+        candidates = set(word_counts)
+        candidates.update(norm(word) for word in other_words)
+        extra = pretrained_words_in(vectors, candidates)
+        if options["vectors_top_k"]:
+            extra.update(norm(w) for w in vectors.words[: options["vectors_top_k"]])
+    words = Vocabulary.from_counts(
+        word_counts,
+        min_freq=options["min_freq"],
+        extra=extra,
+        fallback=True,
+        unknown_shapes=settings["unknown_shapes"],
+    )
+    char_counts = Counter(c for tokens in train_tokens for token in tokens for c in token)
+    tag_counts = Counter(tag for tags in train_tags for tag in tags)
+    vocabularies = Vocabularies(
+        words=words,
+        tags=Vocabulary(sorted(tag_counts), pad=None, unk=None),
+        chars=Vocabulary.from_counts(char_counts),
+        lowercase=settings["lowercase"],
+        tag_scheme=train_scheme,
+        corpus_scheme=corpus_scheme,
+        max_word_length=settings["max_word_length"],
+    )
+    matrix = None
+    if vectors is not None:
+        matrix, _ = align_vectors(
+            vectors,
+            words.items,
+            special=words.num_specials,
+            word_counts=word_counts,
+            seed=options["seed"],
+        )
+    log.info(
+        "vocabularies: %d words, %d tags, %d characters",
+        len(words),
+        len(vocabularies.tags),
+        len(vocabularies.chars),
+    )
+    return DataSpec(
+        vocabularies=vocabularies,
+        embedding_matrix=matrix,
+        word_counts=np.array([word_counts.get(w, 0) for w in words.items], dtype=np.float32),
+        vectors_path=options["vectors"],
+    )

@@ -1,0 +1,108 @@
+"""Text to tag, read lazily in chunks: bounded memory on corpora of any size.
+
+``seqtag predict`` never holds the whole input. :class:`PredictionStream` reads a fixed number
+of sentences at a time (a *chunk*), batches them by length (so padding stays low, as in
+evaluation), and yields the batches with every sentence's position in the input. Chunk ``c``
+belongs to process ``c % world_size``, so several processes share the work without talking
+to each other, and each writes its chunks in order (see :mod:`seqtag.prediction_output`). Peak
+memory is set by the chunk size, not by the input's size.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import IterableDataset
+
+from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
+from seqtag.data.formats import Sentence
+from seqtag.data.vocab import Vocabularies
+
+#: Sentences per chunk unless configured (``data.predict_chunk_size``): at 25 tokens a
+#: sentence, a chunk of the quick-start model takes a few MiB, and length-sorting 4,096
+#: sentences keeps batches nearly free of padding.
+DEFAULT_CHUNK_SIZE = 4096
+
+
+def world() -> tuple[int, int]:
+    """``(number of processes, this process's rank)``; ``(1, 0)`` outside distributed runs."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class PredictionStream(IterableDataset):
+    """Batches of the sentences read by ``read``, chunk by chunk, for this process's chunks.
+
+    Every batch is a dict as :func:`~seqtag.data.batching.collate` makes it, plus ``tokens``,
+    ``extra`` (JSON Lines fields to pass through), ``chunk`` (the chunk's number) and
+    ``chunk_size``. Sentences without tokens (an empty JSON ``tokens`` list) come in a batch of
+    their own without ``words``.
+
+    Args:
+        read: returns a fresh iterator over the input's sentences.
+        vocabularies: the model's, to encode with.
+        batch_size: at most this many sentences per batch.
+        chunk_size: sentences per chunk.
+        skip_chunks: how many of *this process's* chunks to skip (already written by an
+            interrupted run that is being resumed); a callable, asked when iteration starts.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Iterator[Sentence]],
+        vocabularies: Vocabularies,
+        batch_size: int,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        skip_chunks: Callable[[], int] = lambda: 0,
+    ) -> None:
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        self.read = read
+        self.vocabularies = vocabularies
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.skip_chunks = skip_chunks
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        world_size, rank = world()
+        skip = self.skip_chunks()
+        sentences = self.read()
+        for chunk in itertools.count():
+            block = list(itertools.islice(sentences, self.chunk_size))
+            if not block:
+                return
+            if chunk % world_size != rank or chunk // world_size < skip:
+                continue
+            yield from self._batches(chunk, block)
+
+    def _batches(self, chunk: int, block: list[Sentence]) -> Iterator[dict[str, Any]]:
+        start = chunk * self.chunk_size
+        meta = {"chunk": chunk, "chunk_size": self.chunk_size}
+        empty = [i for i, sentence in enumerate(block) if not sentence.tokens]
+        if empty:
+            yield {
+                "index": torch.tensor([start + i for i in empty], dtype=torch.long),
+                "tokens": [() for _ in empty],
+                "extra": [block[i].extra for i in empty],
+                **meta,
+            }
+        encoded = [
+            encode_sentence(self.vocabularies, start + i, s.tokens, keep_tokens=True)
+            for i, s in enumerate(block)
+            if s.tokens
+        ]
+        if not encoded:
+            return
+        sampler = LengthBucketSampler(
+            [len(s.words) for s in encoded], self.batch_size, shuffle=False, num_replicas=1, rank=0
+        )
+        for positions in sampler:
+            batch = collate([encoded[p] for p in positions])
+            batch["extra"] = [block[encoded[p].index - start].extra for p in positions]
+            yield {**batch, **meta}
