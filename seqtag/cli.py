@@ -18,6 +18,7 @@ from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
     LRSchedulerTypeTuple,
+    SaveConfigCallback,
 )
 from torch.optim import Optimizer
 
@@ -27,6 +28,18 @@ from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
 from seqtag.module import SequenceTagger
 from seqtag.resume import install_resume_support
+
+
+class TrainingConfigSaver(SaveConfigCallback):
+    """Lightning's config saver, for ``fit`` only.
+
+    Evaluation and prediction runs write no config: without a logger their log folder is the
+    working directory, where Lightning's saver would overwrite any ``config.yaml``.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
 
 class SeqtagCLI(LightningCLI):
@@ -280,6 +293,7 @@ def main(args: list[str] | None = None) -> None:
             SequenceTagger,
             TaggingDataModule,
             subclass_mode_model=True,
+            save_config_callback=TrainingConfigSaver,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
             args=None if args is None else argv,

@@ -206,3 +206,13 @@ def test_killed_prediction_resumes_to_the_same_bytes(checkpoint, text, tmp_path)
     )
     assert output.read_bytes() == reference.read_bytes()
     assert not progress.exists()
+
+
+def test_prediction_leaves_a_config_yaml_in_the_working_folder_alone(
+    checkpoint, text, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "config.yaml"
+    mine.write_text("my: own config\n", encoding="utf-8")
+    _predict(checkpoint, text, tmp_path / "out.conll")  # no logger: log folder = working folder
+    assert mine.read_text(encoding="utf-8") == "my: own config\n"
