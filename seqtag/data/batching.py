@@ -245,7 +245,10 @@ class LengthBucketSampler(DistributedSampler):
             return padded[: per_rank * self.num_replicas][self.rank :: self.num_replicas]
         order = np.argsort(self.lengths, kind="stable")[self.rank :: self.num_replicas]
         return self._cut_in_length_order(
-            order, min_size=self.min_eval_batch, padding_target=self.eval_padding_target
+            order,
+            max_tokens=self.max_tokens,
+            min_size=self.min_eval_batch,
+            padding_target=self.eval_padding_target,
         )
 
     def resume_at(self, epoch: int, batches_done: int) -> None:

@@ -33,7 +33,11 @@ from seqtag.data.batching import (
 from seqtag.data.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
 from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
-from seqtag.data.streaming import DEFAULT_CHUNK_SIZE, PredictionStream
+from seqtag.data.streaming import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PREDICT_MAX_TOKENS,
+    PredictionStream,
+)
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
 
@@ -90,6 +94,8 @@ class TaggingDataModule(pl.LightningDataModule):
         predict_chunk_size: sentences of ``predict_path`` read, tagged and written at a time;
             sets prediction's peak memory (not the input's size) and the unit a resumed
             prediction continues from.
+        predict_max_tokens: at most this many padded tokens (sentences x longest) per
+            prediction batch: bounds the memory of batches of long sentences.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class TaggingDataModule(pl.LightningDataModule):
         pool_size: int = 100,
         val_from_train: int = 0,
         predict_chunk_size: int = DEFAULT_CHUNK_SIZE,
+        predict_max_tokens: int | None = DEFAULT_PREDICT_MAX_TOKENS,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -367,10 +374,18 @@ class TaggingDataModule(pl.LightningDataModule):
             batch_size=hp.eval_batch_size,
             chunk_size=hp.predict_chunk_size,
             skip_chunks=self._chunks_already_written,
+            max_tokens=hp.predict_max_tokens,
         )
-        return DataLoader(stream, batch_size=None)
+        # The batches are made by the stream; the loader's default conversion would walk every
+        # token string of every batch looking for numbers to turn into tensors.
+        return DataLoader(stream, batch_size=None, collate_fn=_unchanged)
 
     def _chunks_already_written(self) -> int:
         """Chunks a resumed prediction output already holds (0 unless its writer says more)."""
         callbacks = self.trainer.callbacks if self.trainer is not None else []
         return max((getattr(c, "chunks_done", 0) for c in callbacks), default=0)
+
+
+def _unchanged(batch: dict) -> dict:
+    """A loader's collate function that leaves the stream's batches as they are."""
+    return batch
