@@ -216,3 +216,13 @@ def test_prediction_leaves_a_config_yaml_in_the_working_folder_alone(
     mine.write_text("my: own config\n", encoding="utf-8")
     _predict(checkpoint, text, tmp_path / "out.conll")  # no logger: log folder = working folder
     assert mine.read_text(encoding="utf-8") == "my: own config\n"
+
+
+def test_json_lines_output_on_request_for_text_input(checkpoint, text, tmp_path):
+    output = tmp_path / "out.jsonl"
+    _predict(checkpoint, text, output, "--prediction.format=jsonl", "--prediction.confidences=true")
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    lines = text.read_text(encoding="utf-8").splitlines()
+    assert [r["tokens"] for r in records] == [line.split() for line in lines]
+    assert all(len(r["tags"]) == len(r["confidences"]) == len(r["tokens"]) for r in records)
+    assert all(0.0 <= c <= 1.0 for r in records for c in r["confidences"])
