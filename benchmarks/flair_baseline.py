@@ -3,15 +3,37 @@
 Runs in a separate virtual environment that has flair (never seqtag's: flair pins its own
 dependencies, and seqtag must not depend on it)::
 
-    python3 -m venv /tmp/flairenv
-    /tmp/flairenv/bin/pip install torch==2.13.0 "flair[word-embeddings]==0.15.1"
-    /tmp/flairenv/bin/python benchmarks/flair_baseline.py speed --decoder crf
-    /tmp/flairenv/bin/python benchmarks/flair_baseline.py quality --task conll2000 --seed 1
+    python3 -m venv /work/flairenv
+    /work/flairenv/bin/pip install torch==2.13.0   # first: the CPU wheel on the project's machines
+    /work/flairenv/bin/pip install "flair[word-embeddings]==0.15.1"
+    /work/flairenv/bin/python benchmarks/flair_baseline.py speed --decoder crf
+    /work/flairenv/bin/python benchmarks/flair_baseline.py quality --task conll2000 --seed 1
+    /work/flairenv/bin/python benchmarks/flair_baseline.py train-model --decoder softmax --epochs 2
+    /work/flairenv/bin/python benchmarks/flair_baseline.py tag --input sentences.txt \\
+        --json /tmp/flair_tag.json [--tags tagged.tsv]
+
+(``/tmp/flairenv`` in older notes is the same environment in another place.)
 
 ``speed`` mirrors ``benchmarks/run.py`` for one decoder: one training epoch on EWT UPOS timed
 between flair's ``before_training_epoch`` and ``after_training_epoch`` events (flair's own
 ``ModelTrainer``, so its data handling is part of the cost, as for a flair user), then
 ``SequenceTagger.predict`` on the test set at batch 256, and the process's peak RSS.
+``train-model`` trains a tagger on EWT UPOS as ``speed`` does (same corpus, vectors and
+architecture; default softmax, 2 epochs, flair's SGD at 0.1) and saves it, outside the
+repository, to ``--model`` (default ``/work/flairenv/models/ewt_upos_softmax.pt``); it is only
+meant for ``tag``'s speed measurement, not for a quality number. ``tag`` loads that model and
+tags a plain-text file, one sentence per line with tokens separated by spaces, on gold tokens
+(``Sentence(line.split())``, a list of strings, so flair does not tokenize), with
+``SequenceTagger.predict(sentences, mini_batch_size=256)``. The file is read in slices of
+``--slice-sentences`` (default 10,000) lines: ``predict`` takes a list, links its sentences as
+each other's context, sorts the whole list by length, and leaves its labels on the ``Sentence``
+objects (heavy Python objects: a ``Token`` with its own label dictionaries per word), so a
+flair user tags a large file slice by slice rather than as one list; each slice's sentences
+are dropped after its tags are written. Reports wall time from opening the file to the last
+tag written (reading, building ``Sentence`` objects and writing included; the time inside
+``predict`` alone is ``predict_seconds``), tokens/s and the process's peak RSS, as JSON
+(``--json``/``--output``; ``--tags PATH`` writes ``token<TAB>tag`` lines, a blank line after
+each sentence).
 ``quality`` trains for the task's epochs with flair's default recipe (SGD at 0.1, annealed on
 the dev score) and reports the test score: accuracy for UPOS, span F1 for chunking and NER,
 from flair's own evaluation. ``--optimizer adam`` trains with seqtag's optimizer instead (Adam
@@ -30,6 +52,7 @@ locked 0.5) are left at their defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -296,11 +319,135 @@ def run_quality(args: argparse.Namespace) -> dict:
     }
 
 
+DEFAULT_MODEL = Path("/work/flairenv/models/ewt_upos_softmax.pt")
+
+
+def run_train_model(args: argparse.Namespace) -> dict:
+    """Train a quick EWT UPOS tagger (for ``tag``'s speed measurement) and save it to --model."""
+    import flair
+    from flair.trainers import ModelTrainer
+
+    flair.set_seed(args.seed)
+    model = args.model or DEFAULT_MODEL
+    model.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = build_corpus("ewt_upos", Path(folder), args.train_sentences)
+        tagger = build_tagger(corpus, "ewt_upos", args.decoder, args.chars, args.hidden_size)
+        result = ModelTrainer(tagger, corpus).train(
+            Path(folder) / "model",
+            learning_rate=0.1,
+            mini_batch_size=32,
+            max_epochs=args.epochs,
+            save_final_model=False,
+            create_file_logs=False,
+            create_loss_file=False,
+            use_final_model_for_eval=True,
+        )
+        tagger.save(model)
+    return {
+        "tool": f"flair {flair.__version__}",
+        "model": str(model),
+        "decoder": args.decoder,
+        "chars": args.chars,
+        "hidden_size": args.hidden_size,
+        "epochs": args.epochs,
+        "test_score": float(result["test_score"]),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def run_tag(args: argparse.Namespace) -> dict:
+    """Tag a one-sentence-per-line text file slice by slice; time, tokens/s and peak RSS."""
+    import flair
+    import torch
+    from flair.data import Sentence
+    from flair.models import SequenceTagger
+
+    model = args.model or DEFAULT_MODEL
+    if not model.exists():
+        print(
+            f"no model at {model}: train one first with\n  {sys.executable} "
+            f"{Path(__file__).relative_to(REPO)} train-model --model {model}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    load_start = time.perf_counter()
+    tagger = SequenceTagger.load(str(model))
+    tagger.eval()
+    load_seconds = time.perf_counter() - load_start
+    label = tagger.tag_type
+    sentences = tokens = 0
+    predict_seconds = 0.0
+    largest_slice_tokens = 0
+
+    def tag_slice(batch: list[list[str]], out) -> None:
+        nonlocal predict_seconds, largest_slice_tokens
+        flair_sentences = [Sentence(words) for words in batch]
+        begin = time.perf_counter()
+        tagger.predict(flair_sentences, mini_batch_size=args.mini_batch_size, label_name=label)
+        predict_seconds += time.perf_counter() - begin
+        largest_slice_tokens = max(largest_slice_tokens, sum(len(w) for w in batch))
+        if out:
+            for sentence in flair_sentences:
+                out.write(
+                    "".join(f"{t.text}\t{t.get_label(label).value}\n" for t in sentence) + "\n"
+                )
+
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.tags, "w", encoding="utf-8")) if args.tags else None
+        batch: list[list[str]] = []
+        for line in stack.enter_context(open(args.input, encoding="utf-8")):
+            words = line.split()
+            if not words:
+                continue
+            batch.append(words)
+            sentences += 1
+            tokens += len(words)
+            if len(batch) == args.slice_sentences:
+                tag_slice(batch, out)
+                batch = []
+        if batch:
+            tag_slice(batch, out)
+    seconds = time.perf_counter() - start
+    return {
+        "tool": f"flair {flair.__version__}",
+        "torch": torch.__version__,
+        "torch_num_threads": torch.get_num_threads(),
+        "model": str(model),
+        "decoder": "crf" if tagger.use_crf else "softmax",
+        "input": str(args.input),
+        "tags": str(args.tags) if args.tags else None,
+        "mini_batch_size": args.mini_batch_size,
+        "slice_sentences": args.slice_sentences,
+        "largest_slice_tokens": largest_slice_tokens,
+        "sentences": sentences,
+        "tokens": tokens,
+        "model_load_seconds": load_seconds,
+        "wall_seconds": seconds,
+        "tokens_per_second": tokens / seconds,
+        "predict_seconds": predict_seconds,
+        "predict_tokens_per_second": tokens / predict_seconds if predict_seconds else None,
+        "peak_rss_mib": peak_vmhwm_mib(),
+        "import_floor_rss_mib": import_floor_mib(FLAIR_IMPORTS),
+        "load_average_after": os.getloadavg(),
+    }
+
+
+def peak_vmhwm_mib() -> float:
+    """Peak resident memory of this process (``VmHWM`` of /proc/self/status), in MiB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["speed", "quality"])
+    parser.add_argument("mode", choices=["speed", "quality", "train-model", "tag"])
     parser.add_argument("--task", choices=sorted(TASKS), default="ewt_upos")
-    parser.add_argument("--decoder", choices=["softmax", "crf"], default="crf")
+    parser.add_argument(
+        "--decoder", choices=["softmax", "crf"], default=None, help="crf (softmax for train-model)"
+    )
     parser.add_argument("--chars", choices=["none", "lstm"], default="none")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=None)
@@ -308,15 +455,32 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train-sentences", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--output", "--json", type=Path, default=None, help="write the JSON")
+    parser.add_argument("--model", type=Path, default=None, help=f"default {DEFAULT_MODEL}")
+    parser.add_argument(
+        "--input", type=Path, help="tag: one sentence per line, tokens split by spaces"
+    )
+    parser.add_argument("--tags", type=Path, default=None, help="tag: write token<TAB>tag lines")
+    parser.add_argument("--mini-batch-size", type=int, default=256)
+    parser.add_argument("--slice-sentences", type=int, default=10_000)
     args = parser.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.mode in ("speed", "quality"):
+        args.decoder = args.decoder or "crf"
     if args.mode == "speed":
         args.epochs = args.epochs or 1
         result = run_speed(args)
+    elif args.mode == "train-model":
+        args.epochs = args.epochs or 2
+        args.decoder = args.decoder or "softmax"
+        result = run_train_model(args)
+    elif args.mode == "tag":
+        if args.input is None:
+            parser.error("tag needs --input")
+        result = run_tag(args)
     else:
         result = run_quality(args)
     result["threads_env"] = os.environ.get("OMP_NUM_THREADS")

@@ -14,8 +14,9 @@ once and 16 times over, then measures, each in a fresh process, run back to back
 - ``tag()`` in one process on the x1 sentences (model loaded, one warm-up batch first): the
   rate the end-to-end numbers are compared with;
 - with ``--ray``, the Ray Data example on the x1 file as JSON Lines (2 CPUs);
-- with ``--flair`` / ``--spacy``, the peers' own scripts (``flair_baseline.py predict-speed``,
-  ``spacy_baseline.py speed``) on the x16 file, in their virtual environments.
+- with ``--flair PYTHON`` / ``--spacy PYTHON``, the peers' own scripts (``flair_baseline.py
+  tag``, ``spacy_baseline.py speed``, see their docstrings for building their environments and
+  models) on the x16 file.
 
 Machines differ: compare the ratios, taken in one run, not absolute numbers across runs.
 """
@@ -121,7 +122,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray", action="store_true", help="also the Ray Data example")
     parser.add_argument("--flair", type=Path, help="python of flair's venv")
     parser.add_argument("--spacy", type=Path, help="python of spaCy's venv")
-    parser.add_argument("--spacy-model", type=Path, help="spaCy model folder")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "tagging.json")
     args = parser.parse_args(argv)
     if not EWT_TRAIN.exists():
@@ -184,14 +184,12 @@ def run_peers(args: argparse.Namespace, once: Path, many: Path, folder: Path) ->
         print(f"ray: {found['ray']}", flush=True)
     if args.flair:
         command = [str(args.flair), str(REPO / "benchmarks" / "flair_baseline.py")]
-        command += ["predict-speed", "--input", str(many), "--json", str(folder / "flair.json")]
+        command += ["tag", "--input", str(many), "--json", str(folder / "flair.json")]
         subprocess.run(command, check=True)
         found["flair"] = json.loads((folder / "flair.json").read_text())
     if args.spacy:
         command = [str(args.spacy), str(REPO / "benchmarks" / "spacy_baseline.py"), "speed"]
         command += ["--input", str(many), "--json", str(folder / "spacy.json")]
-        if args.spacy_model:
-            command += ["--model", str(args.spacy_model)]
         subprocess.run(command, check=True)
         found["spacy"] = json.loads((folder / "spacy.json").read_text())
     return found
