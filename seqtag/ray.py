@@ -133,9 +133,12 @@ class RayTagger:
             for position, row in enumerate(table.column(self.tokens_column))
         ]
         tagged = self.model.tag(sentences, batch_size=self.model_batch_size)
-        added = {self.tags_column: [[tag for tag, _ in sentence] for sentence in tagged]}
+        added = {
+            self.tags_column: ([[tag for tag, _ in sentence] for sentence in tagged], "string")
+        }
         if self.confidences:
-            added[self.confidences_column] = [[p for _, p in sentence] for sentence in tagged]
+            confidences = [[p for _, p in sentence] for sentence in tagged]
+            added[self.confidences_column] = (confidences, "float64")
         return table.with_columns(added)
 
     def _check_columns(self, names: list[str]) -> None:
@@ -195,19 +198,24 @@ class _Batch:
             return self.batch[name].iloc[position]
         return self.batch[name][position]
 
-    def with_columns(self, added: dict[str, list[list[Any]]]) -> Any:
-        """A new batch of the same format; Ray's input batches may be read-only."""
+    def with_columns(self, added: dict[str, tuple[list[list[Any]], str]]) -> Any:
+        """A new batch of the same format with ``added`` (name: rows, Arrow item type).
+
+        New because Ray's input batches may be read-only.
+        """
         if self.kind == "pyarrow":
             import pyarrow
 
             table = self.batch
-            for name, rows in added.items():
-                table = table.append_column(name, pyarrow.array(rows))
+            for name, (rows, item) in added.items():
+                # Typed, so that a batch of empty sentences is not list<null>.
+                kind = pyarrow.list_(pyarrow.type_for_alias(item))
+                table = table.append_column(name, pyarrow.array(rows, type=kind))
             return table
         if self.kind == "pandas":
-            return self.batch.assign(**added)
+            return self.batch.assign(**{name: rows for name, (rows, _) in added.items()})
         columns = {name: _as_lists(values) for name, values in self.batch.items()}
-        return {**columns, **{name: _object_array(rows) for name, rows in added.items()}}
+        return {**columns, **{name: _object_array(rows) for name, (rows, _) in added.items()}}
 
 
 def _resolve_device(device: str) -> torch.device:
