@@ -78,10 +78,11 @@ def write_texts(folder: Path, copies: int) -> tuple[Path, Path, int]:
 
 def run_predict(ckpt: Path, source: Path, output: Path, *extra: str) -> dict:
     """``seqtag predict`` in a fresh process: wall seconds and peak RSS of every process."""
+    runner = output.parent / "run_seqtag.py"  # a file: DDP starts its second process by it
+    runner.write_text(_RUN_CLI, encoding="utf-8")
     command = [
         sys.executable,
-        "-c",
-        _RUN_CLI,
+        str(runner),
         "predict",
         f"--ckpt_path={ckpt}",
         f"--data.predict_path={source}",
