@@ -388,6 +388,52 @@ def test_truncated_fasttext_bin(fasttext_bin, tmp_path: Path) -> None:
     assert "fastText" in str(load_error(path))
 
 
+def test_binary_header_promises_fewer_vectors(tiny, tmp_path: Path) -> None:
+    path = tmp_path / "short-header.bin"
+    data = tiny[1]["word2vec-bin"].read_bytes()
+    path.write_bytes(data.replace(f"{len(WORDS)} {DIM}\n".encode(), f"2 {DIM}\n".encode(), 1))
+    message = str(load_error(path))
+    assert "promises 2 vectors" in message and f"holds {len(WORDS)}" in message
+
+
+@pytest.mark.parametrize("tail", [b"junk", b"\x00" * (4 * DIM + 3), b"extra " + b"\x00" * 4 * DIM])
+def test_binary_bytes_after_the_promised_vectors(tiny, tmp_path: Path, tail: bytes) -> None:
+    path = tmp_path / "appended.bin"
+    path.write_bytes(tiny[1]["word2vec-bin"].read_bytes() + tail)
+    assert f"promises {len(WORDS)} vectors" in str(load_error(path))
+
+
+def test_binary_with_a_newline_after_each_vector(tmp_path: Path) -> None:
+    """The layout of the original word2vec tool: newlines between entries are not extra bytes."""
+    kv = make_keyed_vectors()
+    entries = [f"{w} ".encode() + kv[w].astype(np.float32).tobytes() + b"\n" for w in WORDS]
+    path = tmp_path / "c-tool.bin"
+    path.write_bytes(f"{len(WORDS)} {DIM}\n".encode() + b"".join(entries))
+    vectors = load_vectors(path, cache=False)
+    assert vectors.words == WORDS
+    np.testing.assert_array_equal(vectors.matrix, kv.vectors)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "explicit"),
+    [("glove", False), ("glove", True), ("word2vec-text", False), ("word2vec-text", True)],
+)
+def test_byte_order_mark_is_not_part_of_the_first_word(
+    tiny, tmp_path: Path, fmt: str, explicit: bool
+) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + tiny[1][fmt].read_bytes())
+    vectors = load_vectors(path, fmt if explicit else "auto", cache=False)  # type: ignore[arg-type]
+    assert vectors.format == fmt and vectors.words == WORDS
+    np.testing.assert_allclose(vectors.matrix, tiny[0].vectors, rtol=1e-6)
+
+
+def test_byte_order_mark_before_a_bad_line_keeps_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "bom-bad.txt"
+    path.write_bytes(b"\xef\xbb\xbfa 1 2 3\nb 1 2\n")
+    assert load_error(path).line == 2
+
+
 def test_binary_header_too_large_for_the_file(tmp_path: Path) -> None:
     path = tmp_path / "huge.bin"
     path.write_bytes(b"900000000 300\nthe \x00\x00\x80\x3f")

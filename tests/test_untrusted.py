@@ -38,3 +38,62 @@ def test_pickled_vector_file_is_refused(tmp_path):
     with pytest.raises(VectorFormatError, match="allow_gensim_native"):
         load_vectors(crafted)
     assert not marker.exists()
+
+
+def test_checkpoint_naming_a_foreign_class_is_refused_before_any_import(tmp_path):
+    """A checkpoint's hyper-parameters must not make seqtag import a module they name."""
+    import os
+    import subprocess
+    import sys
+
+    import lightning.pytorch as pl
+    from conftest import REPO
+
+    from seqtag import TaggingDataModule
+
+    tiny = str(REPO / "tests" / "fixtures" / "tiny.conllu")
+    data = TaggingDataModule(train_path=tiny, batch_size=2)
+    model = SequenceTagger(data=data.spec, hidden_size=8)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    good = tmp_path / "good.ckpt"
+    trainer.save_checkpoint(good)
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["hyper_parameters"]["_class_path"] = "evil_module.Tagger"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_module.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Tagger: pass\n", encoding="utf-8"
+    )
+    text = tmp_path / "in.txt"
+    text.write_text("a b\n", encoding="utf-8")
+    for command in ("predict", "test", "fit"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "seqtag",
+                command,
+                f"--ckpt_path={crafted}",
+                f"--data.predict_path={text}",
+                "--data.predict_format=text",
+                f"--data.train_path={tiny}",
+                f"--data.test_path={tiny}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "evil_module.Tagger" in result.stderr and "not seqtag's" in result.stderr
+        assert not marker.exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from gensim.models import KeyedVectors
 
 import seqtag.data.embeddings as embeddings
 from seqtag.data.embeddings import load_vectors
-from seqtag.data.vector_cache import cache_dir
+from seqtag.data.vector_cache import STALE_PARTIAL_SECONDS, cache_dir
 from seqtag.errors import VectorFormatError
 
 
@@ -104,3 +106,91 @@ def test_invalid_files_are_never_cached(tmp_path, cache):
     with pytest.raises(VectorFormatError, match="NaN"):
         load_vectors(path)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def _entry(cache: Path) -> Path:
+    (entry,) = (child for child in cache.iterdir() if not child.name.startswith("."))
+    return entry
+
+
+def _put_words(entry: Path, words) -> None:
+    (entry / "words.json").write_text(json.dumps(words), encoding="utf-8")
+
+
+def _put_matrix(entry: Path, matrix: np.ndarray) -> None:
+    np.save(entry / "matrix.npy", matrix)
+
+
+BAD_ENTRIES = {
+    "nested words": lambda entry, kv: _put_words(entry, [[w] for w in kv.index_to_key]),
+    "integer words": lambda entry, kv: _put_words(entry, list(range(len(kv)))),
+    "repeated words": lambda entry, kv: _put_words(entry, ["the"] * len(kv)),
+    "fewer words": lambda entry, kv: _put_words(entry, kv.index_to_key[:-1]),
+    "narrower matrix": lambda entry, kv: _put_matrix(entry, kv.vectors[:, :2]),
+    "float64 matrix": lambda entry, kv: _put_matrix(entry, kv.vectors.astype(np.float64)),
+    "NaN in the matrix": lambda entry, kv: _put_matrix(entry, kv.vectors * np.nan),
+    "no fingerprint": lambda entry, kv: (entry / "source.json").write_text("{}"),
+}
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".txt", ".glove"])
+@pytest.mark.parametrize("damage", list(BAD_ENTRIES))
+def test_an_invalid_entry_is_rebuilt(tmp_path, cache, monkeypatch, caplog, suffix, damage):
+    path = tmp_path / f"vectors{suffix}"
+    kv = _write(path)
+    if suffix == ".glove":  # the same table without the header line
+        path.write_bytes(path.read_bytes().partition(b"\n")[2])
+    load_vectors(path)
+    BAD_ENTRIES[damage](_entry(cache), kv)
+    with caplog.at_level(logging.INFO, logger="seqtag"):
+        vectors = load_vectors(path)
+    assert vectors.words == kv.index_to_key
+    np.testing.assert_allclose(vectors.matrix, kv.vectors, rtol=1e-6)
+    assert "rebuilding the vector cache entry" in caplog.text
+    _forbid_parsing(monkeypatch)  # and the entry was rewritten
+    np.testing.assert_array_equal(load_vectors(path).matrix, vectors.matrix)
+
+
+def test_a_pickled_matrix_is_never_unpickled(tmp_path, cache, monkeypatch):
+    path = tmp_path / "vectors.bin"
+    kv = _write(path)
+    load_vectors(path)
+    ran = tmp_path / "ran"
+    np.save(_entry(cache) / "matrix.npy", np.array([_Trap(ran)], dtype=object))
+    np.testing.assert_array_equal(load_vectors(path).matrix, kv.vectors)
+    assert not ran.exists()
+
+
+class _Trap:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_same_size_replacement_with_the_same_mtime_is_read_again(tmp_path, cache):
+    path = tmp_path / "vectors.bin"
+    _write(path, seed=0)
+    load_vectors(path)
+    stat = path.stat()
+    kv = _write(path, seed=1)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size  # so the cache key is unchanged
+    np.testing.assert_array_equal(load_vectors(path).matrix, kv.vectors)
+
+
+def test_stale_partial_folders_are_removed_and_recent_ones_kept(tmp_path, cache):
+    cache.mkdir()
+    stale, recent = cache / ".partial-killed", cache / ".partial-writing"
+    for folder in (stale, recent):
+        folder.mkdir()
+        (folder / "words.json").write_text("[]")
+    old = time.time() - 2 * STALE_PARTIAL_SECONDS
+    for item in (stale / "words.json", stale):
+        os.utime(item, (old, old))
+    path = tmp_path / "vectors.bin"
+    _write(path)
+    load_vectors(path)
+    assert not stale.exists()
+    assert recent.is_dir()

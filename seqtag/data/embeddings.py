@@ -32,7 +32,9 @@ from seqtag.data.vector_files import (
     FORMATS,
     NATIVE_SUFFIXES,
     VectorFormat,
+    announced_shape,
     check_table,
+    check_word2vec_binary_entries,
     check_word2vec_binary_header,
     describe_format,
     drop_duplicate_words,
@@ -161,6 +163,7 @@ def load_vectors(
         sniffed = "gensim-native"
 
     to_cache = False
+    cached: tuple[list[str], np.ndarray] | None = None
     if sniffed == "gensim-native":
         if not allow_gensim_native:
             raise VectorFormatError(
@@ -197,7 +200,9 @@ def load_vectors(
                 f"not a fastText .bin model: it should start with the magic number "
                 f"{FASTTEXT_MAGIC}; fastText's text vectors (.vec) are format='fasttext-vec'",
             )
-        cached = read_cached(file, chosen) if cache and chosen != "fasttext-bin" else None
+        if cache and chosen != "fasttext-bin":
+            count, dim = announced_shape(head, chosen)
+            cached = read_cached(file, chosen, count=count, dim=dim)
         if cached is not None:
             words, matrix = cached
         elif chosen in ("word2vec-text", "fasttext-vec"):
@@ -216,7 +221,8 @@ def load_vectors(
             to_cache = cache and cached is None
 
     vectors.path = str(path)
-    check_table(file, vectors.words, vectors.matrix)
+    if cached is None:  # read_cached checked what it returns
+        check_table(file, vectors.words, vectors.matrix)
     if to_cache:  # only a valid table is cached
         write_cached(file, vectors.format, vectors.words, vectors.matrix)
     logger.info(
@@ -237,6 +243,7 @@ def _read_word2vec_binary(file: Path, head: bytes) -> tuple[list[str], np.ndarra
     from gensim.models import KeyedVectors
 
     count, dim = check_word2vec_binary_header(file, head)
+    check_word2vec_binary_entries(file, count, dim)
     try:
         kv = KeyedVectors.load_word2vec_format(str(file), binary=True)
     except EOFError as err:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import logging
 import lzma
 import struct
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Literal, get_args
 
@@ -42,6 +44,10 @@ COMPRESSED_SUFFIXES = {".gz", ".bz2", ".xz", ".lzma"}
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 _SNIFF_BYTES = 1 << 16
 _TEXT_CHUNK_LINES = 50_000
+_BINARY_CHUNK_BYTES = 1 << 20
+#: A word2vec binary "word" longer than this is taken for damage, not read further.
+_MAX_WORD_BYTES = 1 << 16
+_BOM = b"\xef\xbb\xbf"
 
 
 def open_vector_file(file: Path) -> IO[bytes]:
@@ -63,6 +69,11 @@ def read_head(file: Path) -> bytes:
             return stream.read(_SNIFF_BYTES)
     except READ_ERRORS as err:
         raise VectorFormatError(file, None, f"cannot read the file: {err}") from err
+
+
+def strip_bom(data: bytes) -> bytes:
+    """``data`` without a leading UTF-8 byte-order mark (some Windows editors write one)."""
+    return data[len(_BOM) :] if data.startswith(_BOM) else data
 
 
 def parse_header(line: bytes) -> tuple[int, int] | None:
@@ -106,12 +117,25 @@ def sniff_format(head: bytes) -> str | None:
         return "fasttext-bin"
     if head[:1] == b"\x80":  # pickle protocol 2 or later
         return "gensim-native"
-    first, _, rest = head.partition(b"\n")
+    first, _, rest = strip_bom(head).partition(b"\n")
     if parse_header(first) is not None:
         return "word2vec-text" if is_text(rest) else "word2vec-bin"
     if _is_vector_line(first, None):
         return "glove"
     return None
+
+
+def announced_shape(head: bytes, format: str) -> tuple[int | None, int | None]:
+    """``(count, dim)`` that the first line of a file promises, ``None`` where it says nothing.
+
+    A word2vec header gives both; a GloVe first line gives the dimension.
+    """
+    first, newline, _ = strip_bom(head).partition(b"\n")
+    if FAMILY.get(format, format) in ("word2vec-text", "word2vec-bin"):
+        return parse_header(first) or (None, None)
+    if format == "glove" and newline:
+        return None, len(first.split()) - 1 or None
+    return None, None
 
 
 def describe_format(sniffed: str) -> str:
@@ -139,8 +163,11 @@ def read_text_vectors(file: Path, *, header: bool) -> tuple[list[str], np.ndarra
     blocks: list[np.ndarray] = []
     try:
         with open_vector_file(file) as stream:
-            if header:
-                first = stream.readline()
+            first = strip_bom(stream.readline())
+            lines: Iterable[bytes] = stream
+            if not header:
+                lines = itertools.chain([first], stream)
+            else:
                 parsed = parse_header(first)
                 if parsed is None:
                     raise VectorFormatError(
@@ -151,7 +178,7 @@ def read_text_vectors(file: Path, *, header: bool) -> tuple[list[str], np.ndarra
                     )
                 count, dim = parsed
             rests: list[str] = []
-            for raw in stream:
+            for raw in lines:
                 line = raw.decode("utf-8").rstrip()
                 if not line:
                     continue
@@ -202,6 +229,8 @@ def _first_bad_line(file: Path, header: bool, dim: int | None) -> tuple[int | No
             line_no = 1
         for raw in stream:
             line_no += 1
+            if line_no == 1:
+                raw = strip_bom(raw)
             try:
                 line = raw.decode("utf-8").rstrip()
             except UnicodeDecodeError as err:
@@ -258,6 +287,54 @@ def check_word2vec_binary_header(file: Path, head: bytes) -> tuple[int, int]:
                 "word2vec binary?)",
             )
     return count, dim
+
+
+def check_word2vec_binary_entries(file: Path, count: int, dim: int) -> None:
+    """Refuse a word2vec binary file that holds more or fewer vectors than its header says.
+
+    gensim reads exactly the promised count and ignores whatever follows, so a header that
+    promises too few would silently lose vectors, and trailing bytes (a second file appended,
+    a wrong dimension) would pass unnoticed. This walks the entries as gensim does (a word up
+    to a space, possibly after a newline, then ``dim`` float32s) and accepts nothing after the
+    last one but whitespace.
+    """
+    entries, rest = _count_word2vec_binary_entries(file, dim)
+    if entries == count and not rest:
+        return
+    extra = f" and then {rest:,} bytes that are not a whole vector" if rest else ""
+    raise VectorFormatError(
+        file,
+        None,
+        f"the header promises {count:,} vectors of dimension {dim}, but the file holds "
+        f"{entries:,}{extra} (truncated, appended to or edited file, or a wrong header?)",
+    )
+
+
+def _count_word2vec_binary_entries(file: Path, dim: int) -> tuple[int, int]:
+    """Whole entries of a word2vec binary file, and the count of non-blank bytes left over."""
+    vector_bytes = 4 * dim
+    entries = 0
+    try:
+        with open_vector_file(file) as stream:
+            stream.readline()  # the header
+            buffer, start, ended = b"", 0, False
+            while True:
+                space = buffer.find(b" ", start)
+                if space != -1 and len(buffer) - space - 1 >= vector_bytes:
+                    start = space + 1 + vector_bytes
+                    entries += 1
+                    continue
+                if ended or (space == -1 and len(buffer) - start > _MAX_WORD_BYTES):
+                    break
+                chunk = stream.read(_BINARY_CHUNK_BYTES)
+                ended = not chunk
+                buffer, start = buffer[start:] + chunk, 0
+            rest = len(buffer[start:].strip())
+            if rest:
+                rest += sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+    except READ_ERRORS as err:
+        raise VectorFormatError(file, None, f"cannot read the file: {err}") from err
+    return entries, rest
 
 
 def drop_duplicate_words(
