@@ -132,23 +132,55 @@ class SeqtagCLI(LightningCLI):
 def with_checkpoint_data_options(argv: list[str]) -> list[str]:
     """``argv`` with the data options of ``--ckpt_path``'s checkpoint inserted as defaults.
 
+    The checkpoint is read and checked first (a seqtag checkpoint, a known layout, a model
+    class from seqtag or named by the user), before Lightning reads it to parse its
+    hyper-parameters.
+
     The checkpoint's file-format options (format, columns, tag field) and its dev and test
     files go right after the subcommand, so that anything the user gives, on the command line
     or in a config, comes later and wins. Training files and ``predict_path`` are never taken.
     """
     subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
-    if subcommand in (None, "fit"):
-        return argv
     ckpt_path = _checkpoint_argument(argv)
-    if not ckpt_path:
+    if subcommand is None or not ckpt_path:
         return argv
     checkpoint = read_checkpoint_file(ckpt_path)
+    _check_model_class(ckpt_path, checkpoint, argv)
+    if subcommand == "fit":
+        return argv
     stored = checkpoint.get("datamodule_hyper_parameters") or {}
     options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
     if not options:
         return argv
     at = argv.index(subcommand) + 1
     return [*argv[:at], "--data", json.dumps(options), *argv[at:]]
+
+
+def _check_model_class(ckpt_path: str, checkpoint: dict[str, Any], argv: list[str]) -> None:
+    """Refuse a checkpoint naming a model class that is neither seqtag's nor the user's.
+
+    Lightning merges the checkpoint's hyper-parameters into the command line, and the class
+    path they name (``_class_path``) would be imported to build the model: a crafted checkpoint
+    could make ``seqtag predict`` import any module. Only classes from the ``seqtag`` package,
+    or the one named with ``--model`` on this command line, are accepted; nothing is imported
+    here.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    if class_path is None:
+        return
+    named = {
+        arg.split("=", 1)[1] if "=" in arg else argv[position + 1]
+        for position, arg in enumerate(argv)
+        if arg.split("=", 1)[0] in ("--model", "--model.class_path") and position + 1 < len(argv)
+    }
+    if not isinstance(class_path, str) or not (
+        class_path.startswith("seqtag.") or class_path in named
+    ):
+        raise CheckpointError(
+            f"{ckpt_path}: names the model class {class_path!r}, which is not seqtag's; if it is "
+            "yours, name it on the command line with --model (nothing was imported)"
+        )
 
 
 #: Data options a checkpoint supplies to ``seqtag test|validate|predict`` unless given.
