@@ -45,8 +45,8 @@ def last_metrics(log_dir: Path) -> dict[str, float]:
     return merged
 
 
-def run_seed(config: str, name: str, seed: int, threads: int, extra: list[str]) -> dict:
-    folder = REPO / "runs" / "quality" / name / f"seed{seed}"
+def run_seed(config: str, runs: Path, name: str, seed: int, threads: int, extra: list[str]) -> dict:
+    folder = runs / name / f"seed{seed}"
     common = [
         "--config",
         config,
@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="threads per run (default: cores // jobs)")
     parser.add_argument("--name", help="results name (default: the config's file name)")
     parser.add_argument("--output", help="JSON file (default benchmarks/quality/NAME.json)")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=REPO / "runs" / "quality",
+        help="where each seed's run goes (NAME/seedSEED); seqtag fit refuses to overwrite an "
+        "earlier run there, so rerun with another --name or --runs-dir",
+    )
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -113,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or max(1, (cores or 1) // args.jobs)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(
-            pool.map(lambda s: run_seed(args.config, name, s, threads, args.extra), args.seeds)
+            pool.map(
+                lambda s: run_seed(args.config, args.runs_dir, name, s, threads, args.extra),
+                args.seeds,
+            )
         )
     scores = [run["score"] for run in runs]
     summary = {

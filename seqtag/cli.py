@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from argparse import ArgumentError
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.optim import Optimizer
 
 from seqtag.callbacks import PredictionProgressBar, PredictionWriter
 from seqtag.checkpoint import read_checkpoint_file
+from seqtag.cli_messages import parser_error_line, summarize_parser_error
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
 from seqtag.module import SequenceTagger
@@ -90,7 +90,7 @@ class SeqtagCLI(LightningCLI):
         try:
             super().parse_arguments(parser, None if args is None else argv)
         except ArgumentError as err:
-            raise CommandLineError(_parser_error_line(str(err), argv)) from err
+            raise CommandLineError(parser_error_line(str(err), argv)) from err
         subcommand = self.config.get("subcommand")
         if subcommand and not self.config[subcommand].get("ckpt_path") and subcommand != "fit":
             raise CommandLineError(
@@ -196,65 +196,6 @@ CHECKPOINT_DATA_OPTIONS = (
 )
 
 
-# Lines of jsonargparse's nested reports that say nothing about what to fix.
-_NOISE = re.compile(
-    r"Does not validate against any of the Union subtypes|Subtypes: |Errors:$|Given value( type)?: "
-    r"|Expected a <class 'NoneType'>$|Expected a path but .* either not accessible or invalid$"
-)
-_PARSER_KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)')
-_CLASS_PATH = re.compile(r"Problem with given class_path '[^']*':\s*(.*)")
-_NOT_ACCEPTED = re.compile(
-    r"(?:Option '(?P<option>[^']+)' is not accepted"
-    r"|(?:Group '(?P<group>[^']+)'|Subcommand '[^']+') does not accept option '(?P<key>[^']+)')$"
-)
-
-
-def _summarize_parser_error(message: str) -> str:
-    """jsonargparse's indented, multi-line report as one line ``full.key: what is wrong``.
-
-    A nested report such as ``Parser key "model": ... Problem with given class_path ...:
-    Option 'hidden_sise' is not accepted`` becomes ``model.init_args.hidden_sise: no such
-    option``, and so does an unknown key in a config file (``Subcommand 'fit' does not accept
-    option 'data.no_such_key'``); lines that only list the union's alternatives or echo the
-    value are dropped.
-    """
-    stack: list[tuple[int, str]] = []  # (indentation, key component) of the enclosing lines
-    problems: dict[str, list[str]] = {}
-    for raw in message.splitlines():
-        text = raw.strip()
-        if not text:
-            continue
-        indent = len(raw) - len(raw.lstrip())
-        if text.startswith("- "):
-            text, indent = text[2:].lstrip(), indent + 2
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        if _NOISE.match(text):
-            continue
-        if match := _PARSER_KEY.match(text):
-            stack.append((indent, match.group(1)))
-            text = match.group(2)
-        elif match := _CLASS_PATH.match(text):
-            stack.append((indent, "init_args"))
-            text = match.group(1)
-        parts = [part for _, part in stack]
-        if match := _NOT_ACCEPTED.match(text):
-            parts += [name for name in match.group("option", "group", "key") if name]
-            text = "no such option"
-        key = ".".join(parts)
-        if text:
-            problems.setdefault(key, []).append(text)
-    parts = [(f"{key}: " if key else "") + "; ".join(texts) for key, texts in problems.items()]
-    return "; ".join(parts) or " ".join(message.split())
-
-
-def _parser_error_line(message: str, argv: Any) -> str:
-    """The one-line form of a parser error, with where to find the valid options."""
-    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
-    command = f"seqtag {subcommand}" if subcommand else "seqtag"
-    return f"{_summarize_parser_error(message)} (see {command} --help)"
-
-
 def _progress_bar_on_stderr(trainer: pl.Trainer) -> None:
     """Swap Lightning's default bar for one that draws the prediction bar on stderr."""
     for position, callback in enumerate(trainer.callbacks):
@@ -295,16 +236,45 @@ def main(args: list[str] | None = None) -> None:
 
     An error caused by the input (a :class:`~seqtag.errors.SeqtagError`: a malformed corpus or
     vector file, a file that is not a seqtag checkpoint, a command line or config that does not
-    parse) is printed as the single line ``seqtag: error: WHAT`` on stderr, without a
-    traceback, and the process exits with status 2 for command-line and config errors (as
-    argparse does) and 1 for everything else. Any other exception is a bug and keeps its
-    traceback. ``--debug`` (anywhere on the command line) or ``SEQTAG_DEBUG=1`` re-raises user
-    errors too, to show where they came from. ``--help`` and ``--print_config`` print to
-    stdout and exit 0 as usual.
+    parse, a config file that is not UTF-8) is printed as the single line
+    ``seqtag: error: WHAT`` on stderr, without a traceback, and the process exits with status 2
+    for command-line and config errors (as argparse does) and 1 for everything else. Any other
+    exception is a bug and keeps its traceback. ``--debug`` (anywhere on the command line) or
+    ``SEQTAG_DEBUG=1`` re-raises user errors too, to show where they came from. ``--help`` and
+    ``--print_config`` print to stdout and exit 0 as usual.
+
+    Standard output closed early by its reader (``seqtag predict ... | head``) ends the run
+    quietly, as Unix tools do, with status 141, the shell's status for a process ended by
+    SIGPIPE (128 + 13), so ``set -o pipefail`` sees what it sees for ``cat`` or ``grep``.
 
     Args:
         args: the arguments after ``seqtag``; ``None`` reads ``sys.argv``.
     """
+    try:
+        try:
+            _run(args)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        raise SystemExit(141) from None
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit cannot fail again.
+
+    As the Python documentation recommends for SIGPIPE (``signal`` module, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
+
+
+def _run(args: list[str] | None) -> None:
+    """:func:`main` without its handling of a closed standard output."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] in (["--version"], ["-V"]):
         print(_version_line())
@@ -339,13 +309,37 @@ def main(args: list[str] | None = None) -> None:
         _print_error(
             CheckpointError(
                 f"{checkpoint}: its hyper-parameters do not fit this version of seqtag: "
-                f"{_summarize_parser_error(str(err))}"
+                f"{summarize_parser_error(str(err))}"
             )
         )
     except SeqtagError as err:
         if debug:
             raise
         _print_error(err)
+    except UnicodeDecodeError:
+        # jsonargparse reads --config files (and YAML given to any option) without a filename
+        # in its error; find the file on the command line, or it was not the user's input.
+        error = None if debug else _undecodable_config(argv)
+        if error is None:
+            raise
+        _print_error(error)
+
+
+def _undecodable_config(argv: list[str]) -> CommandLineError | None:
+    """The error for the first YAML or JSON file named on the command line that is not UTF-8."""
+    from seqtag.data.text_files import open_text
+    from seqtag.errors import CorpusFormatError
+
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
+        if not value.endswith((".yaml", ".yml", ".json")) or not os.path.isfile(value):
+            continue
+        try:
+            for _ in open_text(value):
+                pass
+        except CorpusFormatError as err:
+            return CommandLineError(str(err))
+    return None
 
 
 def _checkpoint_argument(argv: list[str]) -> str | None:

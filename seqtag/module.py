@@ -47,6 +47,15 @@ from seqtag.network import (
     placeholder_network,
 )
 from seqtag.optimization import DEFAULT_LR_DECAY, make_optimization
+from seqtag.options import (
+    DecayFactor,
+    DropoutRate,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    check_ranges,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +69,31 @@ class SequenceTagger(pl.LightningModule):
         data: what the data says the network needs (``TaggingDataModule.spec``); leave unset
             when the trainer's DataModule will provide it, or to load a checkpoint.
         rnn_type: ``lstm``, ``gru`` or ``rnn``.
-        hidden_size: RNN units per direction.
-        num_layers: stacked BiRNN layers.
-        dropout: dropout on embeddings, between layers and before the output layer.
-        word_dropout: probability of replacing any training word by the unknown word.
+        hidden_size: RNN units per direction (>= 1).
+        num_layers: stacked BiRNN layers (>= 1).
+        dropout: dropout on embeddings, between layers and before the output layer (in
+            [0, 1)).
+        word_dropout: probability of replacing any training word by the unknown word (in
+            [0, 1]).
         rare_word_dropout: ``alpha`` of the frequency-aware replacement: a training word seen
             ``c`` times becomes unknown with probability ``alpha / (alpha + c)``, which
-            teaches the unknown word to behave like the rare words that unseen words resemble.
-        embedding_dim: word embedding width; leave unset to take the width of the pretrained
-            vectors (100 without vectors). A value that contradicts the vectors is an error.
+            teaches the unknown word to behave like the rare words that unseen words resemble
+            (>= 0; 0 turns it off).
+        embedding_dim: word embedding width (>= 1); leave unset to take the width of the
+            pretrained vectors (100 without vectors). A value that contradicts the vectors is
+            an error.
         freeze_embeddings: keep pretrained word vectors fixed instead of fine-tuning them.
         char_features: ``none``, ``cnn`` (Ma and Hovy 2016) or ``lstm`` (Lample et al. 2016).
-        char_dim: character embedding width.
+        char_dim: character embedding width (>= 1).
         char_hidden_size: filters of the character CNN, or units per direction of the
-            character BiLSTM.
+            character BiLSTM (>= 1).
         decoder: ``softmax`` or ``crf``.
         constrained_decoding: with a CRF on a span task, forbid transitions that the tag
             scheme does not allow (such as ``O -> I-PER`` in BIO).
-        lr: learning rate; unset, the optimizer's own (0.002 for the default Adam). Set it,
-            or let ``Tuner.lr_find`` set it, to override the rate of any optimizer.
+        lr: learning rate (> 0); unset, the optimizer's own (0.002 for the default Adam). Set
+            it, or let ``Tuner.lr_find`` set it, to override the rate of any optimizer.
         lr_decay: the default schedule multiplies the learning rate by this after every
-            epoch (1.0 keeps it constant); ignored when ``lr_scheduler`` is given.
+            epoch (in (0, 1]; 1.0 keeps it constant); ignored when ``lr_scheduler`` is given.
         optimizer: makes the optimizer from the parameters; default Adam (fused), the
             recipe behind the README's results.
         lr_scheduler: makes the scheduler from the optimizer (stepped every epoch); default
@@ -91,23 +104,24 @@ class SequenceTagger(pl.LightningModule):
         self,
         data: DataSpec | None = None,
         rnn_type: RNNType = "lstm",
-        hidden_size: int = 256,
-        num_layers: int = 1,
-        dropout: float = 0.5,
-        word_dropout: float = 0.0,
-        rare_word_dropout: float = 0.25,
-        embedding_dim: int | None = None,
+        hidden_size: PositiveInt = 256,
+        num_layers: PositiveInt = 1,
+        dropout: DropoutRate = 0.5,
+        word_dropout: Probability = 0.0,
+        rare_word_dropout: NonNegativeFloat = 0.25,
+        embedding_dim: PositiveInt | None = None,
         freeze_embeddings: bool = False,
         char_features: Literal["none", "cnn", "lstm"] = "none",
-        char_dim: int = 30,
-        char_hidden_size: int = 50,
+        char_dim: PositiveInt = 30,
+        char_hidden_size: PositiveInt = 50,
         decoder: Decoder = "softmax",
         constrained_decoding: bool = True,
-        lr: float | None = None,
-        lr_decay: float = DEFAULT_LR_DECAY,
+        lr: PositiveFloat | None = None,
+        lr_decay: DecayFactor = DEFAULT_LR_DECAY,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
+        check_ranges("model", SequenceTagger.__init__, locals())
         super().__init__()
         self.save_hyperparameters(ignore=["data", "optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer

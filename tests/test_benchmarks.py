@@ -103,6 +103,7 @@ def test_quality_runner_trains_tests_and_summarises_each_seed(tmp_path):
     limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
     limits += ["--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2"]
     options = ["--seeds", "1", "2", "--name", "ci-smoke", "--output", str(output)]
+    options += ["--runs-dir", str(tmp_path / "runs")]
     done = _run_script("quality.py", "configs/ud_ewt_upos.yaml", *options, "--", *limits)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(output.read_text(encoding="utf-8"))

@@ -332,7 +332,7 @@ CASES = [
     Case(
         "bad-value",
         lambda f: _fit(f, "--data.batch_size=many"),
-        ["data.batch_size: Expected a <class 'int'>. Got value: many"],
+        ["data.batch_size: must be an integer >= 1, got many (see seqtag fit --help)"],
         status=2,
     ),
     Case(

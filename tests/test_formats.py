@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +61,47 @@ def test_open_text_strips_line_ends_and_bom(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_bytes(b"\xef\xbb\xbfone\r\ntwo \n\nthree\x0cfour")
     assert list(open_text(path)) == [(1, "one"), (2, "two "), (3, ""), (4, "three\x0cfour")]
+
+
+def test_open_text_ends_lines_at_lf_crlf_and_lone_cr_only(tmp_path: Path) -> None:
+    """``\\r`` alone ends a line (old Mac files), ``\\r\\r\\n`` is one line end (a CRLF file
+    written in text mode on Windows); ``\\v``, ``\\f``, U+0085, U+2028 and U+2029 stay inside
+    the line."""
+    text = "a\rb\r\nc\nd\r\r\n\r\n\re\x0bf\x0cg\x85h\u2028i\u2029j\r"
+    path = write(tmp_path / "a.txt", text)
+    expected = [
+        (1, "a"),
+        (2, "b"),
+        (3, "c"),
+        (4, "d"),
+        (5, ""),
+        (6, ""),
+        (7, "e\vf\fg\x85h\u2028i\u2029j"),
+    ]
+    assert list(open_text(path)) == expected
+    gzipped = tmp_path / "a.txt.gz"
+    with gzip.open(gzipped, "wb") as stream:
+        stream.write(path.read_bytes())
+    assert list(open_text(gzipped)) == expected
+
+
+def test_conllu_with_cr_cr_lf_line_ends_keeps_its_sentences(tmp_path: Path) -> None:
+    text = (WORD + "\n" + conllu_line("2", "sat") + "\n\n" + WORD + "\n").replace("\n", "\r\r\n")
+    assert [s.tokens for s in read_conllu(write(tmp_path / "x.conllu", text))] == [
+        ("cats", "sat"),
+        ("cats",),
+    ]
+
+
+def test_open_text_counts_cr_only_lines_in_errors(tmp_path: Path) -> None:
+    path = tmp_path / "mac.txt"
+    path.write_bytes("ok\rfine\rnaïve\r".encode("latin-1"))
+    assert_error_at(lambda: list(open_text(path)), path, 3, r"byte 0xef at column 3")
+
+
+def test_open_text_cr_line_ends_on_standard_input(monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfa b\rc\r")))
+    assert list(open_text("-")) == [(1, "a b"), (2, "c")]
 
 
 def test_open_text_reads_gzip(tmp_path: Path) -> None:
@@ -394,6 +437,74 @@ def test_jsonl_is_for_text_to_tag_only(tmp_path: Path) -> None:
 def test_dash_reads_standard_input(monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a b\n\nc\n")))
     assert [s.tokens for s in iter_corpus("-", "text", require_tags=False)] == [("a", "b"), ("c",)]
+
+
+# --- line breaks inside tokens ---------------------------------------------------------------
+
+LINE_BREAKS = [
+    ("\v", "U+000B LINE TABULATION"),
+    ("\f", "U+000C FORM FEED"),
+    ("\x1c", "U+001C FILE SEPARATOR"),
+    ("\x85", "U+0085 NEXT LINE"),
+    ("\u2028", "U+2028 LINE SEPARATOR"),
+    ("\u2029", "U+2029 PARAGRAPH SEPARATOR"),
+]
+
+
+@pytest.mark.parametrize(("char", "name"), LINE_BREAKS)
+def test_text_refuses_a_line_break_inside_a_token(tmp_path: Path, char: str, name: str) -> None:
+    path = write(tmp_path / "in.txt", f"one line\rtwo li{char}ne\r")
+    message = re.escape(
+        f"{name} inside a token at column 7 (tokens and tags cannot hold line breaks"
+    )
+    assert_error_at(lambda: read_plain(path), path, 2, message)
+
+
+@pytest.mark.parametrize(("char", "name"), LINE_BREAKS)
+def test_columns_refuse_a_line_break_inside_a_token_or_tag(
+    tmp_path: Path, char: str, name: str
+) -> None:
+    path = write(tmp_path / "in.txt", f"the DT\n\ncat NN{char}\n")
+    assert_error_at(
+        lambda: read_columns(path), path, 3, re.escape(f"{name} inside a token or tag at column 7")
+    )
+    alone = write(tmp_path / "page.txt", f"the DT\n{char}\ncat NN\n")  # not a separator
+    assert_error_at(
+        lambda: read_columns(alone),
+        alone,
+        2,
+        re.escape(f"{name} inside a token or tag at column 1"),
+    )
+
+
+@pytest.mark.parametrize(("char", "name"), LINE_BREAKS)
+def test_conllu_refuses_a_line_break_in_form_or_tag(tmp_path: Path, char: str, name: str) -> None:
+    form = write(tmp_path / "form.conllu", WORD + "\n" + conllu_line("2", f"do{char}g") + "\n")
+    assert_error_at(
+        lambda: read_conllu(form), form, 2, re.escape(f"{name} inside a token at column 5")
+    )
+    tag = write(tmp_path / "tag.conllu", conllu_line("1", "dog", upos=f"NO{char}UN") + "\n")
+    assert_error_at(
+        lambda: read_conllu(tag), tag, 1, re.escape(f"{name} inside the UPOS tag at column 13")
+    )
+    # elsewhere (lemma, misc, comments) it is no concern of a tagger
+    other = f"# text = a{char}b\n" + WORD.replace("\tcat\t", f"\tc{char}at\t") + "\n"
+    assert read_conllu(write(tmp_path / "ok.conllu", other))[0].tokens == ("cats",)
+
+
+@pytest.mark.parametrize(
+    ("char", "name"), [("\n", "U+000A LINE FEED"), ("\r", "U+000D CARRIAGE RETURN"), *LINE_BREAKS]
+)
+def test_jsonl_refuses_a_line_break_inside_a_token(tmp_path: Path, char: str, name: str) -> None:
+    path = write(
+        tmp_path / "in.jsonl", '{"tokens": ["a"]}\n' + json.dumps({"tokens": ["b", f"c{char}"]})
+    )
+    assert_error_at(
+        lambda: list(iter_jsonl(path)),
+        path,
+        2,
+        re.escape(f"{name} inside token 2, 'c\\"),
+    )
 
 
 # --- the shared corpora -----------------------------------------------------------------------

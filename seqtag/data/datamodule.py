@@ -40,6 +40,7 @@ from seqtag.data.streaming import (
 )
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
+from seqtag.options import NonNegativeInt, PositiveInt, check_ranges
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,15 @@ class TaggingDataModule(pl.LightningDataModule):
         train_scheme: scheme to train in (default: the corpus scheme); predictions are
             converted back to the corpus scheme for scoring and output. With a trained model
             both schemes follow its checkpoint; leave them unset or repeat them.
-        batch_size: sentences per batch.
+        batch_size: sentences per training batch (>= 1).
+        eval_batch_size: sentences per validation, test and prediction batch (>= 1).
         max_batch_tokens: at most this many padded tokens (sentences x longest sentence) per
             training batch; sentences too long for a full batch are batched apart, in smaller
             batches. Bounds the memory of a step on corpora with document-length "sentences".
-        num_workers: DataLoader worker processes.
-        min_freq: training words seen fewer times are unknown, unless they have a vector.
+            Unset (no bound) or >= 1.
+        num_workers: DataLoader worker processes (>= 0; 0 loads in the main process).
+        min_freq: training words seen fewer times are unknown, unless they have a vector
+            (>= 1).
         lowercase: lowercase words before lookup (characters keep their case); default
             false, or the checkpoint's.
         unknown_shapes: unknown words get one of several unknown entries by their shape
@@ -84,18 +88,21 @@ class TaggingDataModule(pl.LightningDataModule):
         vectors_cache: parse the vector file once and load it from seqtag's cache afterwards
             (see :mod:`seqtag.data.vector_cache`; ``SEQTAG_CACHE_DIR`` says where).
         vectors_top_k: also add the ``k`` most frequent words of the vector table to the
-            vocabulary, so text unseen in every split still finds vectors at prediction time.
-        max_word_length: characters per word kept for character features; default 30, or
-            the checkpoint's.
-        seed: seed of the batch shuffling (the same on every process).
-        pool_size: batches per sorting pool of the length bucketing.
+            vocabulary, so text unseen in every split still finds vectors at prediction time
+            (>= 0; 0 adds none).
+        max_word_length: characters per word kept for character features (>= 1); default
+            30, or the checkpoint's.
+        seed: seed of the batch shuffling (the same on every process; >= 0).
+        pool_size: batches per sorting pool of the length bucketing (>= 1).
         val_from_train: hold out the last ``n`` training sentences as the validation split,
-            for corpora without a development file (CoNLL-2000); ``val_path`` must be unset.
+            for corpora without a development file (CoNLL-2000); ``val_path`` must be unset
+            (>= 0; 0 holds out none).
         predict_chunk_size: sentences of ``predict_path`` read, tagged and written at a time;
             sets prediction's peak memory (not the input's size) and the unit a resumed
-            prediction continues from.
+            prediction continues from (>= 1).
         predict_max_tokens: at most this many padded tokens (sentences x longest) per
-            prediction batch: bounds the memory of batches of long sentences.
+            prediction batch: bounds the memory of batches of long sentences. Unset (no
+            bound) or >= 1.
     """
 
     def __init__(
@@ -111,24 +118,25 @@ class TaggingDataModule(pl.LightningDataModule):
         tag_column: int = -1,
         tag_scheme: SchemeName | None = None,
         train_scheme: SchemeName | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int = 256,
-        max_batch_tokens: int | None = None,
-        num_workers: int = 0,
-        min_freq: int = 1,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt = 256,
+        max_batch_tokens: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 0,
+        min_freq: PositiveInt = 1,
         lowercase: bool | None = None,
         unknown_shapes: bool | None = None,
         vectors: str | None = None,
         vectors_format: str = "auto",
         vectors_cache: bool = True,
-        vectors_top_k: int = 0,
-        max_word_length: int | None = None,
-        seed: int = 42,
-        pool_size: int = 100,
-        val_from_train: int = 0,
-        predict_chunk_size: int = DEFAULT_CHUNK_SIZE,
-        predict_max_tokens: int | None = DEFAULT_PREDICT_MAX_TOKENS,
+        vectors_top_k: NonNegativeInt = 0,
+        max_word_length: PositiveInt | None = None,
+        seed: NonNegativeInt = 42,
+        pool_size: PositiveInt = 100,
+        val_from_train: NonNegativeInt = 0,
+        predict_chunk_size: PositiveInt = DEFAULT_CHUNK_SIZE,
+        predict_max_tokens: PositiveInt | None = DEFAULT_PREDICT_MAX_TOKENS,
     ) -> None:
+        check_ranges("data", TaggingDataModule.__init__, locals())
         super().__init__()
         self.save_hyperparameters()
         self.paths: dict[Split, str | None] = {

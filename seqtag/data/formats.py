@@ -8,6 +8,17 @@ with a 200,000-line corpus needs to know exactly where to look.
 Each format has a lazy reader (``iter_*``: one sentence at a time, for tagging corpora of any
 size) and a list reader (``read_*``) for the training and evaluation splits, which fit in memory
 many times over and are counted, sorted and bucketed. ``-`` as a path reads standard input.
+
+Line breaks: a line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (see
+:func:`~seqtag.data.text_files.open_text`). The other characters that some software takes for a
+line break (``\\v``, ``\\f``, ``\\x1c``-``\\x1e``, U+0085, U+2028, U+2029: those of
+``str.splitlines``) are neither line ends nor token separators, and a token or tag holding one
+(or, in JSON Lines, a ``\\n`` or ``\\r``) is refused with the file, line, position and the
+character's name. They are refused rather than replaced because the output promises the tokens
+exactly as given (users join it back to their input), and a token with a line break would
+otherwise come out as more lines than the sentence has tokens; the fix is one ``tr`` or
+``sed`` away, and a page-break ``\\f`` on a line of its own is usually a sign of text that
+needs cleaning anyway.
 """
 
 from __future__ import annotations
@@ -19,7 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from seqtag.data.text_files import STDIN, open_text
+from seqtag.data.text_files import (
+    LINE_BREAK,
+    STDIN,
+    describe_line_break,
+    line_break_error,
+    open_text,
+)
 from seqtag.errors import CorpusFormatError
 
 __all__ = [
@@ -135,6 +152,12 @@ def iter_conllu(
         if not form:
             raise CorpusFormatError(path, lineno, "FORM column is empty")
         tag = fields[tag_index]
+        if LINE_BREAK.search(line):
+            if LINE_BREAK.search(form):
+                raise line_break_error(path, lineno, form, len(word_id) + 1, "a token")
+            if LINE_BREAK.search(tag):
+                offset = sum(len(field) + 1 for field in fields[:tag_index])
+                raise line_break_error(path, lineno, tag, offset, f"the {tag_name} tag")
         if tag == "_" or not tag:
             if require_tags:
                 shown = "'_'" if tag else "empty"
@@ -211,6 +234,8 @@ def iter_columns(
     tag_index: int | None = None
     for lineno, line in open_text(path):
         fields = _split_fields(line)
+        if fields and LINE_BREAK.search(line):
+            raise line_break_error(path, lineno, line, 0, "a token or tag")
         if not fields or fields[0] == _DOCSTART:
             if tokens:
                 yield Sentence(tuple(tokens), None if tag_index is None else tuple(tags), start)
@@ -271,10 +296,13 @@ def iter_plain(path: str | os.PathLike[str]) -> Iterator[Sentence]:
     """Read one sentence per line, tokens separated by spaces or tabs, without tags.
 
     Blank lines are skipped rather than read as empty sentences (a tagger has nothing to do
-    with them); each sentence keeps its own line number.
+    with them); each sentence keeps its own line number. A line break other than the line's
+    end inside a token is refused (see the module's docstring).
     """
     for lineno, line in open_text(path):
         fields = _split_fields(line)
+        if fields and LINE_BREAK.search(line):
+            raise line_break_error(path, lineno, line, 0, "a token")
         if fields:
             yield Sentence(tuple(fields), None, lineno)
 
@@ -284,7 +312,8 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Sentence]:
 
     The object's other fields are kept (``Sentence.extra``) and written back with the tags, so
     ids and metadata travel through tagging. Blank lines are skipped; an empty ``tokens`` list
-    is a sentence without words.
+    is a sentence without words. A token holding a line break (``"\\n"``, ``"\\u2028"`` and
+    the like, see the module's docstring) is refused: CoNLL output could not write it.
     """
     for lineno, line in open_text(path):
         if not line.strip():
@@ -298,6 +327,16 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Sentence]:
             raise CorpusFormatError(
                 path, lineno, 'expected a JSON object with "tokens": a list of non-empty strings'
             )
+        for number, token in enumerate(tokens, 1):
+            found = LINE_BREAK.search(token)
+            if found:
+                shown = repr(token) if len(token) <= 40 else repr(token[:40]) + "..."
+                raise CorpusFormatError(
+                    path,
+                    lineno,
+                    f"{describe_line_break(found.group())} inside token {number}, {shown} (a "
+                    "token cannot hold a line break: replace it with a space or remove it)",
+                )
         extra = {key: value for key, value in record.items() if key != "tokens"}
         yield Sentence(tuple(tokens), None, lineno, extra)
 
