@@ -47,3 +47,22 @@ def ewt_slice(tmp_path_factory) -> dict[str, Path]:
         "dev": head_sentences(ewt / "en_ewt-ud-dev.conllu.gz", folder / "dev.conllu", 100),
         "test": head_sentences(ewt / "en_ewt-ud-test.conllu.gz", folder / "test.conllu", 101),
     }
+
+
+def train_checkpoint(folder: Path, data, model, *, epochs: int = 1, seed: int = 0) -> Path:
+    """Train ``model`` on ``data`` with a quiet plain ``Trainer``; save its checkpoint."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        default_root_dir=folder,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
+    path = folder / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path

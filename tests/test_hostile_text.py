@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
+from conftest import train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
 from seqtag.callbacks import format_conll, format_jsonl
@@ -25,22 +25,9 @@ SENTENCES = [["The", "cat", "sat", "."], ["A", "dog", "ran", "home", "."], ["Hi"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny tagger trained for one epoch on the two-sentence fixture."""
-    folder = tmp_path_factory.mktemp("hostile")
-    pl.seed_everything(3)
     data = TaggingDataModule(train_path=str(TINY_CONLLU), batch_size=2)
     model = SequenceTagger(hidden_size=8)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        default_root_dir=folder,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=data)
-    path = folder / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    return train_checkpoint(tmp_path_factory.mktemp("hostile"), data, model, seed=3)
 
 
 def _predict_args(checkpoint: Path, source: Path, fmt: str = "text") -> list[str]:

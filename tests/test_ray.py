@@ -15,11 +15,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import lightning.pytorch as pl  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
-from conftest import REPO  # noqa: E402
+from conftest import REPO, train_checkpoint  # noqa: E402
 
 from seqtag import ConfigError, SequenceTagger, TaggingDataModule  # noqa: E402
 from seqtag.cli import main as seqtag_main  # noqa: E402
@@ -58,23 +57,11 @@ def checkpoint(tmp_path_factory) -> str:
     rng = random.Random(0)
     blocks = ["\n".join(f"{w} {t}" for w, t in _sentence(rng)) for _ in range(120)]
     (folder / "train.txt").write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
-    pl.seed_everything(0)
     data = TaggingDataModule(
         train_path=str(folder / "train.txt"), format="columns", tag_scheme="iob2", batch_size=8
     )
     model = SequenceTagger(hidden_size=16, decoder="crf")
-    trainer = pl.Trainer(
-        max_epochs=3,
-        default_root_dir=folder,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=data)
-    path = str(folder / "model.ckpt")
-    trainer.save_checkpoint(path)
-    return path
+    return str(train_checkpoint(folder, data, model, epochs=3))
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
+from conftest import train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
 from seqtag.cli import main
@@ -21,22 +21,9 @@ from seqtag.data.formats import read_corpus
 @pytest.fixture(scope="module")
 def checkpoint(ewt_slice, tmp_path_factory) -> Path:
     """A small EWT tagger with character features, trained for one epoch."""
-    folder = tmp_path_factory.mktemp("streaming")
-    pl.seed_everything(3)
     data = TaggingDataModule(train_path=str(ewt_slice["train"]), batch_size=16)
     model = SequenceTagger(hidden_size=32, char_features="cnn")
-    trainer = pl.Trainer(
-        max_epochs=1,
-        default_root_dir=folder,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=data)
-    path = folder / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    return train_checkpoint(tmp_path_factory.mktemp("streaming"), data, model, seed=3)
 
 
 @pytest.fixture(scope="module")

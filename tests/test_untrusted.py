@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
+from conftest import REPO, train_checkpoint
 
+from seqtag import TaggingDataModule
 from seqtag.data.embeddings import load_vectors
 from seqtag.errors import VectorFormatError
 from seqtag.module import SequenceTagger
@@ -42,30 +47,10 @@ def test_pickled_vector_file_is_refused(tmp_path):
 
 def test_checkpoint_naming_a_foreign_class_is_refused_before_any_import(tmp_path):
     """A checkpoint's hyper-parameters must not make seqtag import a module they name."""
-    import os
-    import subprocess
-    import sys
-
-    import lightning.pytorch as pl
-    from conftest import REPO
-
-    from seqtag import TaggingDataModule
-
     tiny = str(REPO / "tests" / "fixtures" / "tiny.conllu")
     data = TaggingDataModule(train_path=tiny, batch_size=2)
-    model = SequenceTagger(data=data.spec, hidden_size=8)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=data)
-    good = tmp_path / "good.ckpt"
-    trainer.save_checkpoint(good)
-    checkpoint = torch.load(good, weights_only=True)
+    model = SequenceTagger(hidden_size=8)
+    checkpoint = torch.load(train_checkpoint(tmp_path, data, model), weights_only=True)
     checkpoint["hyper_parameters"]["_class_path"] = "evil_module.Tagger"
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)

@@ -37,7 +37,7 @@ from seqtag.data.text_files import (
     line_break_error,
     open_text,
 )
-from seqtag.errors import CorpusFormatError
+from seqtag.errors import ConfigError, CorpusFormatError
 
 __all__ = [
     "CorpusFormat",
@@ -371,7 +371,8 @@ def iter_corpus(
 
     Raises:
         CorpusFormatError: the file is malformed, empty, or holds no sentence.
-        ValueError: ``format`` is not one of the known formats (``jsonl`` carries no tags).
+        ConfigError: ``jsonl`` where tags are required.
+        ValueError: ``format`` is not one of the known formats.
     """
     if format == "conllu":
         sentences = iter_conllu(path, tag_field=tag_field, require_tags=require_tags)
@@ -383,11 +384,13 @@ def iter_corpus(
         sentences = iter_plain(path)
     elif format == "jsonl" and not require_tags:
         sentences = iter_jsonl(path)
-    else:
-        raise ValueError(
-            f"format must be 'conllu', 'columns' or 'text' (or 'jsonl' for text to tag), "
-            f"got {format!r}"
+    elif format == "jsonl":
+        raise ConfigError(
+            f"{os.fspath(path)}: JSON Lines carry no tags: use them as text to tag "
+            "(data.predict_format jsonl); training and evaluation files need conllu or columns"
         )
+    else:
+        raise ValueError(f"format must be 'conllu', 'columns', 'text' or 'jsonl', got {format!r}")
     found = False
     for sentence in sentences:
         found = True
