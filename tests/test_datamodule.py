@@ -207,3 +207,46 @@ def test_token_cap_applies_to_training_batches_only(corpus):
     assert dm.train_dataloader().sampler.max_tokens == 6
     assert all(b["words"].numel() <= 6 for b in dm.train_dataloader())
     assert dm.val_dataloader().sampler.max_tokens is None
+
+
+IOB1 = """\
+The I-NP
+cat I-NP
+sat I-VP
+on I-PP
+the I-NP
+mat I-NP
+. O
+
+A I-NP
+dog I-NP
+ran I-VP
+. O
+"""
+
+
+def test_iob1_declared_as_iob2_names_the_offending_token_line(tmp_path, corpus):
+    path = _write(tmp_path, "iob1.txt", IOB1)
+    dm = _datamodule(corpus, train_path=path, val_path=None, test_path=None, tag_scheme="iob2")
+    with pytest.raises(
+        CorpusFormatError, match=r"iob1\.txt:1: 'I-NP' after \"the sentence's start\""
+    ):
+        dm.setup("fit")
+    dm = _datamodule(corpus, train_path=path, val_path=None, test_path=None, tag_scheme="iob2")
+    with pytest.raises(CorpusFormatError, match=r"looks like another scheme"):
+        dm.sentences("train")
+    # Declared as what it is, the same file reads.
+    spec = _datamodule(
+        corpus, train_path=path, val_path=None, test_path=None, tag_scheme="iob1", vectors=None
+    ).spec
+    assert "I-NP" in spec.vocabularies.tags
+
+
+def test_a_few_ill_formed_tags_are_repaired_and_said(tmp_path, corpus, caplog):
+    good = "\n\n".join(["The B-NP\ncat I-NP\nsat B-VP\n. O"] * 9)
+    path = _write(tmp_path, "iob2.txt", good + "\n\nA O\ndog I-NP\n. O\n")
+    dm = _datamodule(corpus, train_path=path, val_path=None, test_path=None, tag_scheme="iob2")
+    with caplog.at_level("WARNING"):
+        dm.setup("fit")
+    assert "iob2.txt:47: 'I-NP' after 'O' is not well-formed iob2" in caplog.text
+    assert "read as the start of a chunk" in caplog.text

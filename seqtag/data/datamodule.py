@@ -31,7 +31,12 @@ from seqtag.data.batching import (
     encode_sentence,
 )
 from seqtag.data.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
-from seqtag.data.schemes import convert_tags, normalize_scheme, validate_tags
+from seqtag.data.schemes import (
+    check_declared_scheme,
+    convert_tags,
+    normalize_scheme,
+    validate_tags,
+)
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
 from seqtag.data.streaming import (
     DEFAULT_CHUNK_SIZE,
@@ -229,6 +234,8 @@ class TaggingDataModule(pl.LightningDataModule):
                         raise CorpusFormatError(
                             path, sentence.line, f"in the sentence starting on this line: {err}"
                         ) from None
+            if corpus_scheme and split != "predict":
+                check_declared_scheme(path, sentences, corpus_scheme, fmt == "columns")
             tokens = sum(len(s.tokens) for s in sentences)
             log.info(
                 "%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, path
@@ -384,16 +391,9 @@ class TaggingDataModule(pl.LightningDataModule):
             skip_chunks=self._chunks_already_written,
             max_tokens=hp.predict_max_tokens,
         )
-        # The batches are made by the stream; the loader's default conversion would walk every
-        # token string of every batch looking for numbers to turn into tensors.
-        return DataLoader(stream, batch_size=None, collate_fn=_unchanged)
+        return stream.loader()
 
     def _chunks_already_written(self) -> int:
         """Chunks a resumed prediction output already holds (0 unless its writer says more)."""
         callbacks = self.trainer.callbacks if self.trainer is not None else []
         return max((getattr(c, "chunks_done", 0) for c in callbacks), default=0)
-
-
-def _unchanged(batch: dict) -> dict:
-    """A loader's collate function that leaves the stream's batches as they are."""
-    return batch

@@ -20,10 +20,13 @@ Pure Python: no torch, so data preparation and tests can use it on its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from seqtag.errors import TagSchemeError
+from seqtag.errors import CorpusFormatError, TagSchemeError
+
+log = logging.getLogger(__name__)
 
 TagScheme = Literal["iob1", "iob2", "bioes"]
 Span = tuple[str, int, int]
@@ -194,3 +197,70 @@ def allowed_transitions(
     allowed_start = [_transition_allowed(edge, b, scheme) for b in parsed]
     allowed_end = [_transition_allowed(a, edge, scheme) for a in parsed]
     return allowed, allowed_start, allowed_end
+
+
+def ill_formed_positions(tags: Sequence[str], scheme: TagScheme | str) -> list[int]:
+    """Positions whose tag may not follow the previous one (or open, or end, a sentence).
+
+    ``I-X`` after ``O`` in IOB2, for instance: conversion and scoring read it as the start of a
+    chunk (conlleval's rule), so a few such tags are harmless, but a file where most chunks
+    start that way is in another scheme than the one declared (IOB1 declared as IOB2 makes a
+    CRF learn from forbidden transitions). Position ``len(tags)`` stands for the sentence's
+    end (an open BIOES chunk).
+    """
+    scheme = normalize_scheme(scheme)
+    edge: _Parsed = (OUTSIDE, None)
+    parsed = [_split(tag, scheme) for tag in tags]
+    bad = [
+        i
+        for i, (prev, cur) in enumerate(zip([edge, *parsed], [*parsed, edge], strict=True))
+        if not _transition_allowed(prev, cur, scheme)
+    ]
+    return bad
+
+
+def check_declared_scheme(
+    path: str, sentences: Sequence[Any], scheme: TagScheme | str, one_token_per_line: bool
+) -> None:
+    """Refuse a file that is not in its declared scheme; warn about a few repaired tags.
+
+    More than a fifth of the chunks starting with a tag the scheme forbids there means
+    another scheme (IOB1 declared as IOB2, say): an error naming the first such token.
+    Fewer are read as chunk starts (conlleval's rule), and said so. ``sentences`` have
+    ``tags`` and ``line`` (the first token's line); with one token per line (column files) the
+    error names the offending token's own line.
+    """
+    chunks = found = 0
+    first: tuple[Any, int] | None = None
+    for sentence in sentences:
+        bad = ill_formed_positions(sentence.tags, scheme)
+        chunks += len(get_spans(sentence.tags, scheme))
+        found += len(bad)
+        if bad and first is None:
+            first = (sentence, bad[0])
+    if first is None:
+        return
+    sentence, position = first
+    tags = sentence.tags
+    after = tags[position - 1] if position else "the sentence's start"
+    here = tags[position] if position < len(tags) else "the sentence's end"
+    # Column files have one token per line; CoNLL-U may interleave multiword-token lines.
+    line = sentence.line + min(position, len(tags) - 1) if one_token_per_line else sentence.line
+    share = found / max(chunks, 1)
+    what = f"{here!r} after {after!r} is not well-formed {scheme}"
+    if share > 0.2:
+        raise CorpusFormatError(
+            path,
+            line,
+            f"{what}, and {found} of the file's {chunks} chunks ({share:.0%}) are like it: the "
+            "file looks like another scheme; set data.tag_scheme to the file's own (iob1, "
+            "iob2 or bioes)",
+        )
+    log.warning(
+        "%s:%d: %s; %d such tags in %d chunks are read as the start of a chunk, as conlleval does",
+        path,
+        line,
+        what,
+        found,
+        chunks,
+    )
