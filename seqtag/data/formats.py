@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from seqtag.data.text_files import (
     LINE_BREAK,
@@ -403,23 +403,11 @@ def iter_corpus(
 
 
 def read_corpus(
-    path: str | os.PathLike[str],
-    format: CorpusFormat,
-    *,
-    tag_field: Literal["upos", "xpos"] = "upos",
-    token_column: int = 0,
-    tag_column: int = -1,
-    require_tags: bool = True,
+    path: str | os.PathLike[str], format: CorpusFormat, **options: Any
 ) -> list[Sentence]:
-    """All sentences of a corpus (see :func:`iter_corpus`), for splits that are counted and
-    bucketed as a whole."""
-    return list(
-        iter_corpus(
-            path,
-            format,
-            tag_field=tag_field,
-            token_column=token_column,
-            tag_column=tag_column,
-            require_tags=require_tags,
-        )
-    )
+    """All sentences of a corpus, for splits that are counted and bucketed as a whole.
+
+    Takes the same keyword options as :func:`iter_corpus` (``tag_field``, ``token_column``,
+    ``tag_column``, ``require_tags``).
+    """
+    return list(iter_corpus(path, format, **options))
