@@ -66,3 +66,16 @@ def train_checkpoint(folder: Path, data, model, *, epochs: int = 1, seed: int = 
     path = folder / "model.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: tiny models train many times faster on one thread, and
+    two threads next to another busy job on a 2-core machine ran up to 100x slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

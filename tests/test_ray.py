@@ -17,14 +17,13 @@ ray = pytest.importorskip("ray")
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
 from conftest import REPO, train_checkpoint  # noqa: E402
 
 from seqtag import ConfigError, SequenceTagger, TaggingDataModule  # noqa: E402
 from seqtag.cli import main as seqtag_main  # noqa: E402
 from seqtag.ray import RayTagger  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 NOUN_PHRASES = [["the", "dog"], ["a", "big", "cat"], ["every", "old", "red", "house"], ["it"]]
 VERBS = ["sees", "likes", "runs", "finds"]
@@ -40,15 +39,6 @@ def _sentence(rng: random.Random) -> list[tuple[str, str]]:
     if rng.random() < 0.5:
         tokens += [(rng.choice(PREPOSITIONS), "B-PP"), *phrase()]
     return [*tokens, (".", "O")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model trains 10x faster on one thread when the 2-core machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -52,13 +52,7 @@ def _snippets(language: str) -> dict[str, list[str]]:
     return {title: blocks for title, blocks in found.items() if blocks}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a 2-core machine busy with other jobs, two ran 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
