@@ -27,6 +27,7 @@ from seqtag.cli_messages import parser_error_line, summarize_parser_error
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
 from seqtag.module import SequenceTagger
+from seqtag.paths import check_output_folder
 from seqtag.resume import install_resume_support
 
 
@@ -113,12 +114,15 @@ class SeqtagCLI(LightningCLI):
         _progress_bar_on_stderr(self.trainer)
 
     def before_fit(self) -> None:
-        """Refuse to overwrite the checkpoints of an earlier run (resuming it is fine)."""
-        if self.config_init["fit"].get("ckpt_path"):
-            return
+        """Refuse a checkpoint folder that cannot be written, or that holds an earlier run's
+        checkpoints (resuming that run is fine), before the first epoch rather than after it."""
+        resuming = bool(self.config_init["fit"].get("ckpt_path"))
         for callback in self.trainer.checkpoint_callbacks:
             folder = getattr(callback, "dirpath", None)
             if not folder or "://" in str(folder):
+                continue
+            check_output_folder(folder)
+            if resuming:
                 continue
             earlier = sorted(p.name for p in Path(folder).glob("*.ckpt"))
             if earlier:

@@ -55,6 +55,7 @@ from seqtag.models.chars import CharBiLSTM, CharCNN
 from seqtag.models.crf import viterbi
 from seqtag.models.encoder import BiRNN, BiRNNEncoder
 from seqtag.models.tagger import Tagger
+from seqtag.paths import check_output_file
 
 __all__ = ["ExportedTagger", "export", "export_vocabulary", "main"]
 
@@ -318,6 +319,7 @@ def main(args: list[str] | None = None) -> None:
     options = parser.parse_args(args)
     debug = options.debug or os.environ.get("SEQTAG_DEBUG") == "1"
     try:
+        check_output_file(options.output)
         export(options.ckpt_path, options.format, options.output)
     except SeqtagError as err:
         if debug:

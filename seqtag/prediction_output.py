@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from seqtag.errors import OutputError
+from seqtag.paths import check_output_file
 
 #: Layout version of the progress files.
 PROGRESS_VERSION = 1
@@ -50,7 +51,7 @@ class OutputSink:
                     "beside (standard output is one process's)"
                 )
             return
-        self._check_target()
+        check_output_file(self.output)
         part, progress = self.part(rank), self.progress(rank)
         if resume and progress.exists():
             self._restore(progress, part)
@@ -72,15 +73,6 @@ class OutputSink:
         return self.output.with_name(
             f"{self.output.name}.rank{rank}-of-{self.world_size}.progress.json"
         )
-
-    def _check_target(self) -> None:
-        folder = self.output.parent
-        if self.output.is_dir():
-            raise OutputError(f"{self.output}: is a directory, expected a file name")
-        if not folder.is_dir():
-            raise OutputError(f"{self.output}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise OutputError(f"{self.output}: cannot write in {folder}")
 
     def _restore(self, progress: Path, part: Path) -> None:
         try:

@@ -315,3 +315,35 @@ def test_hparams_yaml_records_the_embedding_width(trained):
     _, best = trained
     hparams = best.parents[1] / "logs" / "version_0" / "hparams.yaml"  # written by the fit
     assert yaml.safe_load(hparams.read_text())["embedding_dim"] == 100
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_training(ewt_slice, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    run = tmp_path / "run"
+    args = [*_args(ewt_slice, run), f"--checkpoint.dirpath={blocker / 'checkpoints'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args])
+    assert exit_info.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("seqtag: error: ") and "is a file" in message
+    assert not (run / "logs").exists() or not any((run / "logs").rglob("metrics.csv"))
+
+
+def test_export_to_a_directory_is_one_line(trained, tmp_path):
+    _, best = trained
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqtag",
+            "export",
+            f"--ckpt_path={best}",
+            "--format=torchscript",
+            f"--output={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("is a directory, expected a file name")
