@@ -319,7 +319,7 @@ def main(args: list[str] | None = None) -> None:
     options = parser.parse_args(args)
     debug = options.debug or os.environ.get("SEQTAG_DEBUG") == "1"
     try:
-        check_output_file(options.output)
+        check_output_file(options.output, missing_folder_ok=True)  # export creates it
         export(options.ckpt_path, options.format, options.output)
     except SeqtagError as err:
         if debug:

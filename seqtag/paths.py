@@ -12,12 +12,16 @@ from pathlib import Path
 from seqtag.errors import OutputError
 
 
-def check_output_file(path: str | os.PathLike[str]) -> None:
-    """Refuse a file path that cannot be written: a directory, or a folder that is missing."""
+def check_output_file(path: str | os.PathLike[str], *, missing_folder_ok: bool = False) -> None:
+    """Refuse a file path that cannot be written: a directory, or a folder that is missing
+    (or, with ``missing_folder_ok``, one that cannot be created)."""
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{target}: is a directory, expected a file name")
     folder = target.parent
+    if missing_folder_ok:
+        check_output_folder(folder)
+        return
     if not folder.is_dir():
         raise OutputError(f"{target}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
