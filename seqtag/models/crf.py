@@ -39,6 +39,8 @@ from torch.autograd.function import once_differentiable
 
 Reduction = Literal["sum", "mean", "token_mean", "none"]
 _REDUCTIONS = ("sum", "mean", "token_mean", "none")
+Temperature = Tensor | float | None
+"""Divides every score (emissions, start, transitions, end) when given; ``None``: no scaling."""
 
 
 class CRF(nn.Module):
@@ -124,15 +126,20 @@ class CRF(nn.Module):
         self.allowed_start.copy_(start_t)
         self.allowed_end.copy_(end_t)
 
-    def constrained_scores(self) -> tuple[Tensor, Tensor, Tensor]:
+    def constrained_scores(self, temperature: Temperature = None) -> tuple[Tensor, Tensor, Tensor]:
         """Float32 ``(start [T], transitions [T, T], end [T])`` with forbidden moves penalised.
 
-        What every computation here uses in place of the raw parameters.
+        What every computation here uses in place of the raw parameters. A ``temperature``
+        divides the learned scores but not the penalty, so a forbidden move stays forbidden
+        however hot the distribution is made.
         """
         penalty = self.FORBIDDEN_SCORE
-        start = self.start_transitions.float().masked_fill(~self.allowed_start, penalty)
-        trans = self.transitions.float().masked_fill(~self.allowed_transitions, penalty)
-        end = self.end_transitions.float().masked_fill(~self.allowed_end, penalty)
+        start = _scaled(self.start_transitions.float(), temperature)
+        trans = _scaled(self.transitions.float(), temperature)
+        end = _scaled(self.end_transitions.float(), temperature)
+        start = start.masked_fill(~self.allowed_start, penalty)
+        trans = trans.masked_fill(~self.allowed_transitions, penalty)
+        end = end.masked_fill(~self.allowed_end, penalty)
         return start, trans, end
 
     # ------------------------------------------------------------------ public API
@@ -143,6 +150,7 @@ class CRF(nn.Module):
         tags: Tensor,
         mask: Tensor | None = None,
         reduction: Reduction = "mean",
+        temperature: Temperature = None,
     ) -> Tensor:
         """Negative log-likelihood of ``tags``: the loss to minimise.
 
@@ -153,31 +161,44 @@ class CRF(nn.Module):
                 ``None`` means every position is real.
             reduction: ``"none"`` gives ``[B]``; ``"sum"`` sums over sentences; ``"mean"``
                 averages over sentences; ``"token_mean"`` divides the sum by the token count.
+            temperature: positive scalar (float or tensor, which then gets a gradient) that
+                divides every score, for calibration; ``None`` leaves them as they are.
 
         Returns:
             Float32 loss: a scalar, or ``[B]`` for ``reduction="none"``.
         """
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        _check_reduction(reduction)
         emissions, mask, tags = self._validate(emissions, mask, tags)
         with _no_autocast(emissions):
-            start, trans, end = self.constrained_scores()
+            emissions = _scaled(emissions, temperature)
+            start, trans, end = self.constrained_scores(temperature)
             nll = self._log_partition(emissions, mask, start, trans, end) - self._score(
                 emissions, tags, mask, start, trans, end
             )  # [B]
-        if reduction == "none":
-            return nll
-        if reduction == "sum":
-            return nll.sum()
-        if reduction == "mean":
-            return nll.mean()
-        return nll.sum() / mask.sum()
+        return _reduce(nll, mask, reduction)
 
-    def log_partition(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+    def partial_nll(
+        self,
+        emissions: Tensor,
+        allowed: Tensor,
+        mask: Tensor | None = None,
+        reduction: Reduction = "mean",
+        temperature: Temperature = None,
+    ) -> Tensor:
+        """Loss for incomplete annotation: ``log Z - log Z_allowed``, see
+        :func:`seqtag.models.crf_partial.partial_nll` (``allowed`` ``[B, L, T]`` bool)."""
+        from seqtag.models.crf_partial import partial_nll  # it builds on this module
+
+        return partial_nll(self, emissions, allowed, mask, reduction, temperature)
+
+    def log_partition(
+        self, emissions: Tensor, mask: Tensor | None = None, temperature: Temperature = None
+    ) -> Tensor:
         """Log of the summed exp-score of every tag path, ``log Z``: ``[B]`` float32."""
         emissions, mask, _ = self._validate(emissions, mask)
         with _no_autocast(emissions):
-            return self._log_partition(emissions, mask, *self.constrained_scores())
+            emissions = _scaled(emissions, temperature)
+            return self._log_partition(emissions, mask, *self.constrained_scores(temperature))
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None) -> Tensor:
         """Unnormalised score of the path ``tags`` (padded positions ignored): ``[B]`` float32."""
@@ -201,12 +222,15 @@ class CRF(nn.Module):
             return viterbi(emissions, mask, *self.constrained_scores())
 
     @torch.no_grad()
-    def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+    def marginals(
+        self, emissions: Tensor, mask: Tensor | None = None, temperature: Temperature = None
+    ) -> Tensor:
         """Posterior ``P(tag_t = j | sentence)``, e.g. for confidences.
 
         Args:
             emissions: ``[B, L, T]`` tag scores.
             mask: ``[B, L]`` bool, ``True`` on real tokens; ``None``: every position is real.
+            temperature: divides every score (calibrated confidences); ``None``: no scaling.
 
         Returns:
             ``[B, L, T]`` float32 probabilities; each real token's row sums to 1, padded rows
@@ -214,8 +238,8 @@ class CRF(nn.Module):
         """
         emissions, mask, _ = self._validate(emissions, mask)
         with _no_autocast(emissions):
-            start, trans, end = self.constrained_scores()
-            em = emissions.transpose(0, 1)  # [L, B, T]
+            start, trans, end = self.constrained_scores(temperature)
+            em = _scaled(emissions, temperature).transpose(0, 1)  # [L, B, T]
             steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
             alpha, weights, sums = _forward_pass(em, steps, start, trans)
             last = _last_tag_probs(alpha, end)  # [B, T]
@@ -527,6 +551,27 @@ def _as_bool(
             raise ValueError(f"{name} must hold booleans (or 0/1), got dtype {tensor.dtype}")
         tensor = tensor.bool()
     return tensor
+
+
+def _scaled(scores: Tensor, temperature: Temperature) -> Tensor:
+    """``scores / temperature``; ``None`` returns ``scores`` itself (bit-identical results)."""
+    return scores if temperature is None else scores / temperature
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(nll: Tensor, mask: Tensor, reduction: Reduction) -> Tensor:
+    """Reduce per-sentence losses ``[B]``; ``token_mean`` divides by the real tokens."""
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    if reduction == "mean":
+        return nll.mean()
+    return nll.sum() / mask.sum()
 
 
 def _no_autocast(emissions: Tensor) -> torch.autocast:

@@ -1,0 +1,114 @@
+"""Reliability diagrams: accuracy against confidence, bin by bin, as a PNG.
+
+A diagram shows *where* a tagger is over- or under-confident, which one ECE number hides.
+matplotlib is optional (the ``plot`` extra), so it is imported only when a diagram is drawn,
+and without pyplot: a bare :class:`~matplotlib.figure.Figure` renders with Agg and leaves the
+process's global backend alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from seqtag.calibration import ReliabilityBin, ece_from_bins
+from seqtag.errors import OutputError, SeqtagError
+
+__all__ = ["PlotDependencyError", "save_reliability_diagram"]
+
+BinsLike = Sequence[ReliabilityBin] | Sequence[Mapping[str, Any]]
+
+
+class PlotDependencyError(SeqtagError, ImportError):
+    """matplotlib, needed for a plot, is not installed."""
+
+
+def _as_bins(bins: BinsLike) -> list[ReliabilityBin]:
+    """Bins as :class:`ReliabilityBin`, also when read back from JSON as dicts."""
+    return [b if isinstance(b, ReliabilityBin) else ReliabilityBin(**b) for b in bins]
+
+
+def save_reliability_diagram(
+    path: str | PathLike[str],
+    curves: Mapping[str, BinsLike],
+    title: str = "reliability diagram",
+) -> None:
+    """Write a PNG reliability diagram of one or more curves, e.g. before and after calibration.
+
+    The top panel plots each curve's accuracy against mean confidence in its non-empty bins,
+    with the diagonal of perfect calibration and each curve's ECE in the legend; the bottom
+    panel shows how many predictions each bin holds (log scale: most sit in the top bin), so
+    a point backed by a handful of tokens is not over-read. Missing parent directories are
+    created; an existing file is replaced.
+
+    Args:
+        path: the PNG to write (PNG whatever its suffix).
+        curves: name -> bins, as :func:`seqtag.calibration.reliability_bins` returns them or
+            as their ``as_dict()`` forms.
+        title: the figure's title.
+
+    Raises:
+        PlotDependencyError: matplotlib is not installed.
+        OutputError: ``path`` is a directory.
+        ValueError: no curves are given.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotDependencyError(
+            'reliability diagrams need matplotlib: pip install "seqtag[plot]"'
+        ) from None
+    if not curves:
+        raise ValueError("no curves to plot")
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a directory; give the path of a PNG file to write")
+    named = {name: _as_bins(bins) for name, bins in curves.items()}
+
+    figure = Figure(figsize=(6.0, 7.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    bar_width = min((b.upper - b.lower for bins in named.values() for b in bins), default=0.1)
+    bar_width /= len(named) + 0.5
+    for k, (name, bins) in enumerate(named.items()):
+        filled = [b for b in bins if b.count and b.accuracy is not None]
+        ece = ece_from_bins(bins)
+        label = f"{name} (ECE {ece:.3f})" if not math.isnan(ece) else f"{name} (no data)"
+        (line,) = top.plot(
+            [b.confidence for b in filled],
+            [b.accuracy for b in filled],
+            marker="o",
+            markersize=4,
+            linewidth=1.5,
+            label=label,
+        )
+        offset = (k - (len(named) - 1) / 2) * bar_width
+        bottom.bar(
+            [(b.lower + b.upper) / 2 + offset for b in filled],
+            [b.count for b in filled],
+            width=bar_width,
+            color=line.get_color(),
+            label=name,
+        )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    if any(b.count for bins in named.values() for b in bins):
+        bottom.set_yscale("log")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("count")
+    bottom.grid(alpha=0.3, axis="y")
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, dpi=120, format="png")
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write the diagram: {error}") from error
