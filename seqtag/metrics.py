@@ -2,6 +2,11 @@
 
 Both are torchmetrics ``Metric``s whose states are counts summed across processes, so scores
 under DDP equal scores on the whole evaluation set, not an average of per-process scores.
+
+Partially annotated gold (see :mod:`seqtag.data.partial`): tokens whose gold tag is unknown
+(``UNKNOWN_TARGET`` among ids, the ``missing_tag`` marker among strings) are not scored; each
+metric counts what it skipped (``skipped``; ``skipped_total()`` sums it across processes).
+:class:`TokenAccuracy` lives in :mod:`seqtag.token_accuracy`.
 """
 
 from __future__ import annotations
@@ -12,68 +17,21 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
+from seqtag.data.batching import UNKNOWN_TARGET
 from seqtag.data.schemes import OUTSIDE, TagScheme, get_spans, normalize_scheme, split_tag
+from seqtag.token_accuracy import MISSING_TAG, PAD_TARGET, TokenAccuracy
 
-__all__ = ["OTHER_TYPE", "SpanF1", "TokenAccuracy", "format_span_report"]
-
-PAD_TARGET = -100
-"""Default ignored target: the padding id of :mod:`seqtag.data.batching` (and of PyTorch losses)."""
+__all__ = [
+    "MISSING_TAG",
+    "OTHER_TYPE",
+    "PAD_TARGET",
+    "SpanF1",
+    "TokenAccuracy",
+    "format_span_report",
+]
 
 OTHER_TYPE = "<other>"
 """Per-type slot for chunk types met at update time that are not in the metric's tag list."""
-
-
-class TokenAccuracy(Metric):
-    """Share of real tokens whose tag is predicted right, summed across processes.
-
-    Targets equal to ``ignore_index`` (padding) are skipped. Any other target that is not a
-    tag id, such as ``UNSEEN_TARGET`` (-1) for a gold tag never seen in training, is a real
-    token that no prediction can match, so it counts as wrong, as in conlleval.
-    """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    correct: torch.Tensor
-    total: torch.Tensor
-
-    def __init__(self, ignore_index: int = PAD_TARGET, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.ignore_index = ignore_index
-        self.add_state("correct", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Count a batch: ``preds`` and ``target`` are tag ids of one shape (e.g. ``[B, T]``)."""
-        if preds.shape != target.shape:
-            raise ValueError(
-                f"preds and target must have the same shape, got {tuple(preds.shape)} "
-                f"and {tuple(target.shape)}"
-            )
-        real = target != self.ignore_index
-        self.correct += (preds.eq(target) & real).sum()
-        self.total += real.sum()
-
-    def update_strings(
-        self, preds: Sequence[Sequence[str]], target: Sequence[Sequence[str]]
-    ) -> None:
-        """Count a batch of tag strings, sentence by sentence (span tasks score these in the
-        corpus's own scheme, the one the gold file is written in)."""
-        correct = total = 0
-        for predicted, gold in zip(preds, target, strict=True):
-            if len(predicted) != len(gold):
-                raise ValueError(
-                    f"a predicted sentence has {len(predicted)} tags for {len(gold)} gold tags"
-                )
-            correct += sum(p == g for p, g in zip(predicted, gold, strict=True))
-            total += len(gold)
-        self.correct += correct
-        self.total += total
-
-    def compute(self) -> torch.Tensor:
-        """Accuracy as a float64 scalar in [0, 1]; 0 when no token was seen."""
-        return self.correct.double() / self.total.clamp(min=1)
 
 
 def _ratio(numerator: int, denominator: int) -> float:
@@ -96,6 +54,11 @@ class SpanF1(Metric):
     ``[num_types + 1]``, the last slot being :data:`OTHER_TYPE`) plus token counts, all summed
     across processes.
 
+    A sentence with an unknown gold tag (``missing_tag`` among strings, ``UNKNOWN_TARGET``
+    among ids) is left out of every count and counted in ``skipped`` (sentences): a gold
+    chunk next to an unknown tag has no known extent, and predicted chunks over unknown
+    tags could be neither confirmed nor refuted. Token accuracy still scores its known tags.
+
     Args:
         tags: The tag vocabulary: its types name the per-type rows, and ids given to
             :meth:`update` index into it. Entries in angle brackets (``<pad>``, ``<unk>``) are
@@ -104,6 +67,8 @@ class SpanF1(Metric):
         scheme: Scheme the scored tags are read in (``iob1``, ``iob2``/``bio``,
             ``bioes``/``iobes``); a scored tag not valid in it raises
             :class:`~seqtag.errors.TagSchemeError`.
+        missing_tag: the gold string of an unknown tag (the DataModule's ``missing_tag``), or
+            ``None`` when every gold string is a tag.
         **kwargs: Passed to :class:`torchmetrics.Metric` (for example ``sync_on_compute``).
     """
 
@@ -116,10 +81,18 @@ class SpanF1(Metric):
     gold: torch.Tensor
     tokens: torch.Tensor
     correct_tokens: torch.Tensor
+    skipped: torch.Tensor
 
-    def __init__(self, tags: Sequence[str], scheme: TagScheme | str = "iob2", **kwargs: Any):
+    def __init__(
+        self,
+        tags: Sequence[str],
+        scheme: TagScheme | str = "iob2",
+        missing_tag: str | None = MISSING_TAG,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.scheme: TagScheme = normalize_scheme(scheme)
+        self.missing_tag = missing_tag
         self.tags = list(tags)
         self._id_to_tag: list[str] = []
         types: set[str] = set()
@@ -136,11 +109,11 @@ class SpanF1(Metric):
             self._id_to_tag.append(tag)
         self.types = sorted(types)
         self._type_index = {type_: i for i, type_ in enumerate(self.types)}
-        self._computed_counts: tuple[dict[str, dict[str, int]], int, int] | None = None
+        self._computed_counts: tuple[dict[str, dict[str, int]], int, int, int] | None = None
         size = len(self.types) + 1
         for name in ("correct", "predicted", "gold"):
             self.add_state(name, default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
-        for name in ("tokens", "correct_tokens"):
+        for name in ("tokens", "correct_tokens", "skipped"):
             self.add_state(name, default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(
@@ -187,6 +160,10 @@ class SpanF1(Metric):
                 f"{tuple(preds.shape)}, {tuple(target.shape)} and {tuple(mask.shape)}"
             )
         mask = mask.bool()
+        partial = (target.eq(UNKNOWN_TARGET) & mask).any(dim=1)
+        if partial.any():
+            self.skipped += int(partial.sum())
+            preds, target, mask = preds[~partial], target[~partial], mask[~partial]
         for name, ids in (("preds", preds), ("target", target)):
             real = ids[mask]
             if real.numel() and (real.min() < 0 or real.max() >= len(self.tags)):
@@ -211,13 +188,16 @@ class SpanF1(Metric):
         correct, predicted, gold = [0] * size, [0] * size, [0] * size
         other = size - 1
         index = self._type_index
-        tokens = correct_tokens = 0
+        tokens = correct_tokens = skipped = 0
         for pred_tags, gold_tags in zip(pred_sents, gold_sents, strict=True):
             if len(pred_tags) != len(gold_tags):
                 raise ValueError(
                     f"a predicted sentence has {len(pred_tags)} tags but its gold sentence has "
                     f"{len(gold_tags)}"
                 )
+            if self.missing_tag is not None and self.missing_tag in gold_tags:
+                skipped += 1
+                continue
             gold_spans = get_spans(gold_tags, self.scheme)
             pred_spans = get_spans(pred_tags, self.scheme)
             gold_set = set(gold_spans)
@@ -236,6 +216,7 @@ class SpanF1(Metric):
         self.gold += torch.tensor(gold, dtype=torch.long, device=device)
         self.tokens += tokens
         self.correct_tokens += correct_tokens
+        self.skipped += skipped
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Micro ``precision``, ``recall`` and ``f1`` as float64 scalars (0 when undefined)."""
@@ -248,7 +229,7 @@ class SpanF1(Metric):
             for name, value in zip(("precision", "recall", "f1"), scores, strict=True)
         }
 
-    def _read_counts(self) -> tuple[dict[str, dict[str, int]], int, int]:
+    def _read_counts(self) -> tuple[dict[str, dict[str, int]], int, int, int]:
         columns = (self.correct.tolist(), self.predicted.tolist(), self.gold.tolist())
         rows = {
             type_: {"correct": c, "predicted": p, "gold": g}
@@ -256,10 +237,11 @@ class SpanF1(Metric):
         }
         if not any(rows[OTHER_TYPE].values()):
             del rows[OTHER_TYPE]
-        return rows, int(self.tokens), int(self.correct_tokens)
+        return rows, int(self.tokens), int(self.correct_tokens), int(self.skipped)
 
-    def _gathered(self) -> tuple[dict[str, dict[str, int]], int, int]:
-        """Per-type counts, token count and correct-token count, summed across processes.
+    def _gathered(self) -> tuple[dict[str, dict[str, int]], int, int, int]:
+        """Per-type counts, token, correct-token and skipped-sentence counts, summed across
+        processes.
 
         Right after :meth:`compute` (nothing updated since) these are the counts it saw;
         otherwise the states are synchronised here, which every process must then join.
@@ -280,8 +262,13 @@ class SpanF1(Metric):
         Every type of the tag list is present, with zeros when never seen; an
         :data:`OTHER_TYPE` row appears only when some chunk had a type missing from the list.
         """
-        rows, _, _ = self._gathered()
+        rows, _, _, _ = self._gathered()
         return {type_: _row(**counts) for type_, counts in rows.items()}
+
+    def skipped_total(self) -> int:
+        """Sentences left out for an unknown gold tag, summed across processes (under DDP,
+        as for :meth:`per_type`)."""
+        return self._gathered()[3]
 
 
 def _row(correct: int, predicted: int, gold: int) -> dict[str, float]:
@@ -308,7 +295,7 @@ def format_span_report(
     """
     lines: list[str] = []
     if isinstance(metric_or_per_type, SpanF1):
-        rows, tokens, correct_tokens = metric_or_per_type._gathered()
+        rows, tokens, correct_tokens, skipped = metric_or_per_type._gathered()
         per_type: Mapping[str, Mapping[str, float]] = {
             type_: _row(**counts) for type_, counts in rows.items()
         }
@@ -319,6 +306,8 @@ def format_span_report(
         )
         if tokens:
             lines.append(f"accuracy: {100 * correct_tokens / tokens:.{digits}f}%")
+        if skipped:
+            lines.append(f"skipped: {skipped} sentences with unknown gold tags (not scored).")
     else:
         per_type = metric_or_per_type
 

@@ -216,7 +216,7 @@ CASES = [
     ),
     Case(
         "conllu-tag-missing",
-        lambda f: _fit(f, f"--data.train_path={f['no_upos.conllu']}"),
+        lambda f: _fit(f, f"--data.train_path={f['no_upos.conllu']}", "--data.missing_tag=null"),
         ["{no_upos.conllu}:2: UPOS column is '_'"],
     ),
     Case(

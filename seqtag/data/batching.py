@@ -24,11 +24,19 @@ from seqtag.data.vocab import Vocabularies
 PAD_TARGET = -100
 #: Target id of a gold tag that the training data never had: never predicted, so always wrong.
 UNSEEN_TARGET = -1
+#: Target id of a token whose gold tag is unknown (partial labels, see
+#: :mod:`seqtag.data.partial`), or could be one of several: ``allowed`` says which; metrics
+#: skip it.
+UNKNOWN_TARGET = -2
 
 
 @dataclass(frozen=True, slots=True)
 class EncodedSentence:
-    """One sentence as model ids, with its position in the input file."""
+    """One sentence as model ids, with its position in the input file.
+
+    ``allowed`` (bool [n_tokens, num_tags]) is set only for a sentence with unknown gold tags:
+    the tags each token may have (see :mod:`seqtag.data.partial`).
+    """
 
     index: int
     words: np.ndarray
@@ -36,6 +44,7 @@ class EncodedSentence:
     chars: list[np.ndarray] | None
     gold: tuple[str, ...] | None = None
     tokens: tuple[str, ...] | None = None
+    allowed: np.ndarray | None = None
 
 
 def encode_sentence(
@@ -45,6 +54,7 @@ def encode_sentence(
     tags: np.ndarray | None = None,
     gold: tuple[str, ...] | None = None,
     keep_tokens: bool = False,
+    allowed: np.ndarray | None = None,
 ) -> EncodedSentence:
     """Word (and, when the model has them, character) ids of one tokenised sentence.
 
@@ -56,7 +66,7 @@ def encode_sentence(
         chars = [np.asarray(c, dtype=np.int64) for c in vocabularies.encode_chars(tokens)]
     words = np.asarray(vocabularies.encode_words(tokens), dtype=np.int64)
     kept = tuple(tokens) if keep_tokens else None
-    return EncodedSentence(index, words, tags, chars, gold, kept)
+    return EncodedSentence(index, words, tags, chars, gold, kept, allowed)
 
 
 class EncodedDataset(Dataset):
@@ -86,6 +96,11 @@ def collate(batch: Sequence[EncodedSentence]) -> dict[str, Tensor]:
     ``tags`` [B, T] (``PAD_TARGET`` at padding), ``chars`` [B, T, C] (0 at padding) and
     ``gold``, the gold tag strings in the corpus's own scheme (a list, for span scoring),
     and ``tokens``, the sentences' tokens (a list, for prediction output).
+
+    ``allowed`` [B, T, num_tags] bool, the tags each position may have, comes only when some
+    sentence of the batch has unknown gold tags (otherwise the batch is as without partial
+    labels): a sentence's own ``allowed`` rows, else one-hot on the gold tag; all true at
+    padding and at unseen gold tags.
     """
     lengths = np.fromiter((len(s.words) for s in batch), dtype=np.int64, count=len(batch))
     size, longest = len(batch), int(lengths.max())
@@ -115,7 +130,23 @@ def collate(batch: Sequence[EncodedSentence]) -> dict[str, Tensor]:
         out["gold"] = [s.gold for s in batch]
     if batch[0].tokens is not None:
         out["tokens"] = [s.tokens for s in batch]
+    if any(s.allowed is not None for s in batch):
+        out["allowed"] = torch.from_numpy(_allowed(batch, longest))
     return out
+
+
+def _allowed(batch: Sequence[EncodedSentence], longest: int) -> np.ndarray:
+    """The batch's allowed tags [B, T, num_tags]; num_tags is the width of a sentence's own."""
+    num_tags = next(s.allowed.shape[1] for s in batch if s.allowed is not None)
+    allowed = np.ones((len(batch), longest, num_tags), dtype=bool)
+    for row, sentence in enumerate(batch):
+        if sentence.allowed is not None:
+            allowed[row, : len(sentence.allowed)] = sentence.allowed
+            continue
+        known = np.flatnonzero(sentence.tags >= 0)
+        allowed[row, known] = False
+        allowed[row, known, sentence.tags[known]] = True
+    return allowed
 
 
 def _world() -> tuple[int, int]:

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
 from functools import cached_property
 from typing import Literal
 
 import lightning.pytorch as pl
-import numpy as np
 from torch.utils.data import DataLoader
 
 from seqtag.data.batching import (
-    UNSEEN_TARGET,
     EncodedDataset,
     EncodedSentence,
     LengthBucketSampler,
@@ -31,12 +28,15 @@ from seqtag.data.batching import (
     encode_sentence,
 )
 from seqtag.data.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
-from seqtag.data.schemes import (
-    check_declared_scheme,
-    convert_tags,
-    normalize_scheme,
-    validate_tags,
+from seqtag.data.partial import (
+    GoldEncoder,
+    GoldTags,
+    check_corpus_tags,
+    check_missing_tag,
+    screen_partial,
+    training_types,
 )
+from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
 from seqtag.data.streaming import (
     DEFAULT_CHUNK_SIZE,
@@ -44,7 +44,7 @@ from seqtag.data.streaming import (
     PredictionStream,
 )
 from seqtag.data.vocab import Vocabularies
-from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
+from seqtag.errors import ConfigError
 from seqtag.options import NonNegativeInt, PositiveInt, check_ranges
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,11 @@ class TaggingDataModule(pl.LightningDataModule):
         predict_max_tokens: at most this many padded tokens (sentences x longest) per
             prediction batch: bounds the memory of batches of long sentences. Unset (no
             bound) or >= 1.
+        missing_tag: the tag that means "tag unknown" (partially annotated data; ``-`` is also
+            common), or null for none (then ``_`` is an ordinary tag of column files). It
+            never becomes a tag; its tokens train with every tag consistent with the known
+            ones (see :mod:`seqtag.data.partial`) and are skipped, and counted, by the
+            metrics; training sentences without a known tag are left out, and said so.
     """
 
     def __init__(
@@ -140,10 +145,13 @@ class TaggingDataModule(pl.LightningDataModule):
         val_from_train: NonNegativeInt = 0,
         predict_chunk_size: PositiveInt = DEFAULT_CHUNK_SIZE,
         predict_max_tokens: PositiveInt | None = DEFAULT_PREDICT_MAX_TOKENS,
+        missing_tag: str | None = "_",
     ) -> None:
         check_ranges("data", TaggingDataModule.__init__, locals())
+        check_missing_tag(missing_tag)
         super().__init__()
         self.save_hyperparameters()
+        self.missing_tag = missing_tag
         self.paths: dict[Split, str | None] = {
             "train": train_path,
             "val": val_path,
@@ -224,32 +232,20 @@ class TaggingDataModule(pl.LightningDataModule):
                 token_column=hp.token_column,
                 tag_column=hp.tag_column,
                 require_tags=split != "predict",
+                missing_tag=self.missing_tag,
             )
             corpus_scheme, _ = self._schemes()
-            if corpus_scheme and split != "predict":
-                for sentence in sentences:
-                    try:
-                        validate_tags(sentence.tags, corpus_scheme)
-                    except TagSchemeError as err:
-                        raise CorpusFormatError(
-                            path, sentence.line, f"in the sentence starting on this line: {err}"
-                        ) from None
-            if corpus_scheme and split != "predict":
-                check_declared_scheme(path, sentences, corpus_scheme, fmt == "columns")
+            if split != "predict":
+                if corpus_scheme:
+                    marker = self.missing_tag
+                    check_corpus_tags(path, sentences, corpus_scheme, fmt == "columns", marker)
+                sentences = screen_partial(split, path, sentences, self.missing_tag)
             tokens = sum(len(s.tokens) for s in sentences)
             log.info(
                 "%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, path
             )
             self._sentences[split] = sentences
         return self._sentences[split]
-
-    @staticmethod
-    def _train_tags(
-        sentence: Sentence, corpus_scheme: str | None, train_scheme: str | None
-    ) -> Sequence[str]:
-        if corpus_scheme and train_scheme != corpus_scheme:
-            return convert_tags(sentence.tags, corpus_scheme, train_scheme)
-        return sentence.tags
 
     # -- the spec --------------------------------------------------------------------------
     @cached_property
@@ -268,9 +264,11 @@ class TaggingDataModule(pl.LightningDataModule):
             for sentence in self.sentences(split)
             for token in sentence.tokens
         )
+        types = training_types((s.tags for s in train), self.corpus_scheme, self.missing_tag)
+        gold = GoldTags(self.corpus_scheme, train_scheme, self.missing_tag, types)
         return build_spec(
             [s.tokens for s in train],
-            [self._train_tags(s, self.corpus_scheme, train_scheme) for s in train],
+            [gold.vocabulary_tags(s.tags) for s in train],
             other_words,
             self.hparams,
             corpus_scheme=self.corpus_scheme,
@@ -285,41 +283,38 @@ class TaggingDataModule(pl.LightningDataModule):
 
     # -- encoding and loaders ---------------------------------------------------------------
     def encode(self, split: Split) -> list[EncodedSentence]:
-        """A split's sentences as ids; gold tags unseen in training become ``UNSEEN_TARGET``."""
+        """A split's sentences as ids; gold tags unseen in training become ``UNSEEN_TARGET``,
+        and sentences with unknown ones get their allowed tags (see :class:`GoldEncoder`)."""
         vocab = self._vocabularies(split)
         sentences = self.sentences(split)
         with_tags = split != "predict"
-        unseen: Counter[str] = Counter()
+        targets = GoldEncoder(vocab, self.missing_tag if with_tags else None)
         encoded = []
         for i, sentence in enumerate(sentences):
-            tags = gold = None
+            tags = gold = allowed = None
             if with_tags and sentence.tags is not None:
                 gold = sentence.tags
-                tag_ids = []
-                for tag in self._train_tags(sentence, vocab.corpus_scheme, vocab.tag_scheme):
-                    tag_id = vocab.tags.lookup(tag)
-                    if tag_id is None:
-                        unseen[tag] += 1
-                        tag_id = UNSEEN_TARGET
-                    tag_ids.append(tag_id)
-                tags = np.asarray(tag_ids, dtype=np.int64)
+                tags, allowed = targets(sentence.tags)
             encoded.append(
-                encode_sentence(vocab, i, sentence.tokens, tags, gold, keep_tokens=not with_tags)
+                encode_sentence(
+                    vocab,
+                    i,
+                    sentence.tokens,
+                    tags,
+                    gold,
+                    keep_tokens=not with_tags,
+                    allowed=allowed,
+                )
             )
-        if unseen:
-            self._report_unseen_tags(split, unseen, vocab, encoded)
+        if targets.unseen:
+            self._report_unseen_tags(split, targets.unseen, vocab, targets.known_tokens)
         return encoded
 
     def _report_unseen_tags(
-        self,
-        split: Split,
-        unseen: Counter[str],
-        vocab: Vocabularies,
-        encoded: Sequence[EncodedSentence],
+        self, split: Split, unseen: Counter[str], vocab: Vocabularies, known_tokens: int
     ) -> None:
         listed = ", ".join(f"{tag} ({n})" for tag, n in unseen.most_common(10))
-        total = sum(len(s.words) for s in encoded)
-        if sum(unseen.values()) == total:
+        if sum(unseen.values()) == known_tokens:
             known = ", ".join(list(vocab.tags)[:8])
             raise ConfigError(
                 f"{self.paths[split] or split}: none of its gold tags is in the model's tag set "

@@ -90,15 +90,17 @@ def read_conllu(
     path: str | os.PathLike[str],
     tag_field: Literal["upos", "xpos"] = "upos",
     require_tags: bool = True,
+    missing_tag: str | None = None,
 ) -> list[Sentence]:
     """All sentences of a CoNLL-U file (see :func:`iter_conllu`)."""
-    return list(iter_conllu(path, tag_field=tag_field, require_tags=require_tags))
+    return list(iter_conllu(path, tag_field, require_tags, missing_tag))
 
 
 def iter_conllu(
     path: str | os.PathLike[str],
     tag_field: Literal["upos", "xpos"] = "upos",
     require_tags: bool = True,
+    missing_tag: str | None = None,
 ) -> Iterator[Sentence]:
     """Read the words of a CoNLL-U file with their UPOS or XPOS tags, one sentence at a time.
 
@@ -110,6 +112,8 @@ def iter_conllu(
         tag_field: which column holds the tags to learn.
         require_tags: if true, a missing tag (``_`` or empty) is an error, as training and
             evaluation need every tag; if false, such a sentence gets ``tags=None``.
+        missing_tag: a tag that means "unknown" (partial labels), kept as it is even where
+            tags are required; ``_`` is one.
 
     Raises:
         CorpusFormatError: a line does not follow CoNLL-U.
@@ -158,7 +162,7 @@ def iter_conllu(
             if LINE_BREAK.search(tag):
                 offset = sum(len(field) + 1 for field in fields[:tag_index])
                 raise line_break_error(path, lineno, tag, offset, f"the {tag_name} tag")
-        if tag == "_" or not tag:
+        if (tag == "_" or not tag) and not (tag == missing_tag and require_tags):
             if require_tags:
                 shown = "'_'" if tag else "empty"
                 raise CorpusFormatError(
@@ -363,6 +367,7 @@ def iter_corpus(
     token_column: int = 0,
     tag_column: int = -1,
     require_tags: bool = True,
+    missing_tag: str | None = None,
 ) -> Iterator[Sentence]:
     """The sentences of a corpus in the given format, read lazily; refuses one without any.
 
@@ -375,7 +380,7 @@ def iter_corpus(
         ValueError: ``format`` is not one of the known formats.
     """
     if format == "conllu":
-        sentences = iter_conllu(path, tag_field=tag_field, require_tags=require_tags)
+        sentences = iter_conllu(path, tag_field, require_tags, missing_tag)
     elif format == "columns":
         sentences = iter_columns(
             path, token_column=token_column, tag_column=tag_column, require_tags=require_tags

@@ -199,18 +199,27 @@ def allowed_transitions(
     return allowed, allowed_start, allowed_end
 
 
-def ill_formed_positions(tags: Sequence[str], scheme: TagScheme | str) -> list[int]:
+def scheme_tags(types: Iterable[str], scheme: TagScheme | str) -> list[str]:
+    """Every tag of ``scheme`` over chunk ``types``, ``O`` first, then by type and prefix."""
+    prefixes = _PREFIXES[normalize_scheme(scheme)]
+    return [OUTSIDE, *(f"{prefix}-{type_}" for type_ in sorted(types) for prefix in prefixes)]
+
+
+def ill_formed_positions(
+    tags: Sequence[str], scheme: TagScheme | str, missing_tag: str | None = None
+) -> list[int]:
     """Positions whose tag may not follow the previous one (or open, or end, a sentence).
 
     ``I-X`` after ``O`` in IOB2, for instance: conversion and scoring read it as the start of a
     chunk (conlleval's rule), so a few such tags are harmless, but a file where most chunks
     start that way is in another scheme than the one declared (IOB1 declared as IOB2 makes a
     CRF learn from forbidden transitions). Position ``len(tags)`` stands for the sentence's
-    end (an open BIOES chunk).
+    end (an open BIOES chunk). Tags equal to ``missing_tag`` (unknown) could be anything, so
+    no transition to or from them is ill-formed.
     """
     scheme = normalize_scheme(scheme)
     edge: _Parsed = (OUTSIDE, None)
-    parsed = [_split(tag, scheme) for tag in tags]
+    parsed = [None if tag == missing_tag else _split(tag, scheme) for tag in tags]
     bad = [
         i
         for i, (prev, cur) in enumerate(zip([edge, *parsed], [*parsed, edge], strict=True))
@@ -219,8 +228,26 @@ def ill_formed_positions(tags: Sequence[str], scheme: TagScheme | str) -> list[i
     return bad
 
 
+def _chunk_count(tags: Sequence[str], scheme: TagScheme | str, missing_tag: str | None) -> int:
+    """Chunks of the runs of known tags (those not ``missing_tag``) of one sentence."""
+    if missing_tag is None or missing_tag not in tags:
+        return len(get_spans(tags, scheme))
+    count, run = 0, []
+    for tag in [*tags, missing_tag]:
+        if tag == missing_tag:
+            count += len(get_spans(run, scheme))
+            run = []
+        else:
+            run.append(tag)
+    return count
+
+
 def check_declared_scheme(
-    path: str, sentences: Sequence[Any], scheme: TagScheme | str, one_token_per_line: bool
+    path: str,
+    sentences: Sequence[Any],
+    scheme: TagScheme | str,
+    one_token_per_line: bool,
+    missing_tag: str | None = None,
 ) -> None:
     """Refuse a file that is not in its declared scheme; warn about a few repaired tags.
 
@@ -228,13 +255,14 @@ def check_declared_scheme(
     another scheme (IOB1 declared as IOB2, say): an error naming the first such token.
     Fewer are read as chunk starts (conlleval's rule), and said so. ``sentences`` have
     ``tags`` and ``line`` (the first token's line); with one token per line (column files) the
-    error names the offending token's own line.
+    error names the offending token's own line. Unknown tags (``missing_tag``) are left out:
+    they count as no chunk and never as ill-formed.
     """
     chunks = found = 0
     first: tuple[Any, int] | None = None
     for sentence in sentences:
-        bad = ill_formed_positions(sentence.tags, scheme)
-        chunks += len(get_spans(sentence.tags, scheme))
+        bad = ill_formed_positions(sentence.tags, scheme, missing_tag)
+        chunks += _chunk_count(sentence.tags, scheme, missing_tag)
         found += len(bad)
         if bad and first is None:
             first = (sentence, bad[0])
