@@ -44,6 +44,8 @@ _EXPORTS = {
     "SpanF1": "seqtag.metrics",
     "TokenAccuracy": "seqtag.metrics",
     "PredictionWriter": "seqtag.callbacks",
+    "TemperatureCalibration": "seqtag.calibrate",
+    "ReliabilityDiagram": "seqtag.reliability",
     "SeqtagError": "seqtag.errors",
     "CorpusFormatError": "seqtag.errors",
     "VectorFormatError": "seqtag.errors",

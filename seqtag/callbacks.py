@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -14,74 +12,22 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-from seqtag.data.text_files import LINE_BREAK, describe_line_break
 from seqtag.errors import ConfigError
-from seqtag.inference import in_input_order
+from seqtag.inference import NO_SPANS_FOR_MIN_CONFIDENCE, in_input_order
+from seqtag.options import PositiveInt, Probability, check_ranges
+from seqtag.prediction_format import format_conll, format_jsonl
 from seqtag.prediction_output import OutputSink
+from seqtag.reliability import ReliabilityDiagram  # next to ConfusionMatrixPlot for users
+from seqtag.uncertain import UncertainOutput
 
-
-def format_conll(
-    tokens: Sequence[str], tags: Sequence[str], confidences: Sequence[float] | None = None
-) -> str:
-    """One ``token<TAB>tag[<TAB>confidence]`` line per token and a blank line after.
-
-    Raises:
-        ConfigError: a token or tag holds a tab or a line break (``\\n``, U+2028 and the
-            others of ``str.splitlines``), which would add a column or a line. The corpus
-            readers refuse line breaks, so only a JSON Lines token with a tab gets here, and
-            ``--prediction.format jsonl`` writes it.
-    """
-    if _UNWRITABLE.search("".join(tokens)) or _UNWRITABLE.search("".join(tags)):
-        _refuse_unwritable(tokens, tags)
-    if confidences is None:
-        lines = [f"{token}\t{tag}\n" for token, tag in zip(tokens, tags, strict=True)]
-    else:
-        lines = [
-            f"{token}\t{tag}\t{conf:.4f}\n"
-            for token, tag, conf in zip(tokens, tags, confidences, strict=True)
-        ]
-    return "".join(lines) + "\n"
-
-
-# A tab or any character that str.splitlines splits at: none fits in a CoNLL field.
-_UNWRITABLE = re.compile("\t|" + LINE_BREAK.pattern)
-# Line breaks that json.dumps(ensure_ascii=False) leaves raw: valid JSON, but they split lines
-# for str.splitlines and for JavaScript before ES2019.
-_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
-def _refuse_unwritable(tokens: Sequence[str], tags: Sequence[str]) -> None:
-    for what, texts in (("token", tokens), ("tag", tags)):
-        for text in texts:
-            found = _UNWRITABLE.search(text)
-            if found:
-                char = found.group()
-                name = "a tab" if char == "\t" else describe_line_break(char)
-                raise ConfigError(
-                    f"cannot write the {what} {text!r} as CoNLL: it holds {name}; "
-                    "use --prediction.format jsonl"
-                )
-
-
-def format_jsonl(
-    tokens: Sequence[str],
-    tags: Sequence[str],
-    confidences: Sequence[float] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """One JSON object per sentence: the input record's other fields, tokens, tags, and the
-    confidences when given.
-
-    Always exactly one line: ``json.dumps`` escapes ``\\n``, ``\\r`` and the other control
-    characters, and U+0085, U+2028 and U+2029 (which it would leave raw) are escaped here too.
-    """
-    record = {**(extra or {}), "tokens": list(tokens), "tags": list(tags)}
-    if confidences is not None:
-        record["confidences"] = [round(float(c), 4) for c in confidences]
-    line = json.dumps(record, ensure_ascii=False)
-    if not line.isascii():
-        line = line.translate(_JSON_LINE_BREAKS)
-    return line + "\n"
+__all__ = [
+    "ConfusionMatrixPlot",
+    "PredictionProgressBar",
+    "PredictionWriter",
+    "ReliabilityDiagram",
+    "format_conll",  # re-exported: they lived here first
+    "format_jsonl",
+]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -97,10 +43,17 @@ class PredictionWriter(BasePredictionWriter):
         output: file to write; standard output when unset (one process only).
         confidences: add the probability (softmax) or posterior marginal (CRF) of each tag.
         format: ``conll`` (token, tag[, confidence] columns), ``jsonl`` (one object per
-            sentence: tokens, tags[, confidences] and a JSON Lines input's other fields), or
-            ``auto``: ``jsonl`` for JSON Lines input, else ``conll``.
+            sentence: tokens, tags[, confidences], for span tasks ``spans`` with their
+            confidence, and a JSON Lines input's other fields), or ``auto``: ``jsonl`` for
+            JSON Lines input, else ``conll``.
         resume: continue the output of an interrupted run of the same command after its last
             complete chunk; the result equals an uninterrupted run's byte for byte.
+        min_confidence: span tasks only: spans less likely than this are dropped (their
+            tokens are tagged ``O``), so that what is written can be acted on unchecked.
+        most_uncertain: also write the N sentences the model is least sure about (``1 -`` the
+            probability of its predicted tag sequence) to ``uncertain_output``, for annotation
+            (see :mod:`seqtag.uncertain`).
+        uncertain_output: the file for ``most_uncertain``, in the input's format.
     """
 
     def __init__(
@@ -109,20 +62,59 @@ class PredictionWriter(BasePredictionWriter):
         confidences: bool = False,
         format: Literal["auto", "conll", "jsonl"] = "auto",
         resume: bool = False,
+        min_confidence: Probability | None = None,
+        most_uncertain: PositiveInt | None = None,
+        uncertain_output: str | None = None,
     ) -> None:
+        check_ranges("prediction", PredictionWriter.__init__, locals())
+        if (most_uncertain is None) != (uncertain_output is None):
+            raise ConfigError(
+                "prediction.most_uncertain and prediction.uncertain_output go together: the "
+                "number of sentences to pick and the file to write them to"
+            )
         super().__init__(write_interval="batch")
         self.output = output
         self.confidences = confidences
         self.format = format
         self.resume = resume
+        self.min_confidence = min_confidence
+        self.most_uncertain = most_uncertain
+        self.uncertain_output = uncertain_output
         self.sink: OutputSink | None = None
+        self.uncertain: UncertainOutput | None = None
         self._chunk: tuple[int, int] | None = None  # (chunk, chunk size) being collected
         self._pending: list[dict[str, Any]] = []
+        self._input_format: str | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "predict":  # before any tagging: a bad output path fails at once
-            rank, world_size = trainer.global_rank, trainer.world_size
-            self.sink = OutputSink(self.output, rank, world_size, self.resume)
+        if stage != "predict":
+            return
+        # Before any tagging: a bad output path fails at once.
+        data = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
+        self._input_format = data.get("predict_format") or data.get("format")
+        rank, world_size = trainer.global_rank, trainer.world_size
+        if self.uncertain_output is not None:
+            self._check_uncertain_output(data.get("predict_path"))
+            self.uncertain = UncertainOutput(
+                self.uncertain_output,
+                self.most_uncertain,
+                self._input_format,
+                data.get("tag_field") or "upos",
+                rank,
+                world_size,
+            )
+        self.sink = OutputSink(self.output, rank, world_size, self.resume)
+        if self.uncertain is not None and self.resume:
+            self.uncertain.restore(self.sink.chunks_done)
+
+    def _check_uncertain_output(self, predict_path: str | None) -> None:
+        target = Path(self.uncertain_output).resolve()
+        for what, other in (("prediction.output", self.output), ("the input", predict_path)):
+            if other and other != "-" and Path(other).resolve() == target:
+                raise ConfigError(
+                    f"prediction.uncertain_output {self.uncertain_output} is {what}: choose "
+                    "another file"
+                )
 
     @property
     def chunks_done(self) -> int:
@@ -131,8 +123,22 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._chunk, self._pending = None, []
+        vocabularies = getattr(pl_module, "vocabularies", None)
+        if self.min_confidence is not None and vocabularies and not vocabularies.corpus_scheme:
+            raise ConfigError(NO_SPANS_FOR_MIN_CONFIDENCE)
+        if self.uncertain is not None and not hasattr(pl_module, "predict_uncertainty"):
+            raise ConfigError(
+                f"prediction.most_uncertain needs a model that says how sure it is of each "
+                f"sentence (seqtag.SequenceTagger), not {type(pl_module).__name__}"
+            )
         if hasattr(pl_module, "predict_confidences"):
             pl_module.predict_confidences = self.confidences
+            # Span confidences cost a pass per span with a CRF: computed where written.
+            pl_module.predict_spans = self.format == "jsonl" or (
+                self.format == "auto" and self._input_format in (None, "jsonl")
+            )
+            pl_module.predict_min_confidence = self.min_confidence
+            pl_module.predict_uncertainty = self.uncertain is not None
 
     def write_on_batch_end(
         self,
@@ -162,23 +168,49 @@ class PredictionWriter(BasePredictionWriter):
             confidences = sentence["confidences"] if self.confidences else None
             tokens, tags = sentence["tokens"], sentence["tags"]
             if jsonl:
-                parts.append(format_jsonl(tokens, tags, confidences, sentence["extra"]))
+                extra, spans = sentence["extra"], sentence.get("spans")
+                parts.append(format_jsonl(tokens, tags, confidences, extra, spans))
             else:
                 parts.append(format_conll(tokens, tags, confidences))
+            if self.uncertain is not None:
+                self.uncertain.heap.add(_candidate(sentence))
+        if self.uncertain is not None and self.sink.output is not None:
+            self.uncertain.save(self.sink.chunks_done + 1)  # before the chunk is recorded
         self.sink.write_chunk("".join(parts), self._chunk[1])
         self._chunk, self._pending = None, []
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush()
         self.sink.close()
+        if self.uncertain is not None and trainer.world_size > 1:
+            self.uncertain.save(self.sink.chunks_done)
         trainer.strategy.barrier("seqtag-prediction-parts")
         if trainer.is_global_zero:
+            if self.uncertain is not None:
+                self.uncertain.write()  # before the output: its presence means all is done
             self.sink.join()
+            if self.uncertain is not None:
+                self.uncertain.cleanup()
         trainer.strategy.barrier("seqtag-prediction-joined")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """After a failure the parts stay, for resume, unless nothing was written to them
+        (Lightning calls no ``teardown`` then)."""
+        if self.sink is not None:
+            self.sink.close()
+            self.sink.discard_if_unstarted()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "predict" and self.sink is not None:
-            self.sink.close()  # after a failure the parts stay, for resume
+            self.sink.close()
+
+
+def _candidate(sentence: dict[str, Any]) -> dict[str, Any]:
+    """What :mod:`seqtag.uncertain` keeps of a sentence."""
+    keys = ("index", "uncertainty", "tokens", "tags", "extra", "spans")
+    return {key: sentence.get(key) for key in keys}
 
 
 class PredictionProgressBar(TQDMProgressBar):

@@ -9,14 +9,25 @@ is refused with a clear message instead of being half understood.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
 
+from seqtag.checkpoint_schema import (
+    check_finite,
+    check_hyperparameters,
+    check_is_dictionary,
+    check_layout,
+    check_vocabulary_data,
+)
+from seqtag.data.schemes import normalize_scheme
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError
 
@@ -65,11 +76,18 @@ def read_checkpoint_section(checkpoint: Any) -> Vocabularies:
             f"{CHECKPOINT_FORMAT_VERSION})"
         )
     try:
-        return Vocabularies.from_dict(section["vocabularies"])
+        check_vocabulary_data(section["vocabularies"])
+        vocabularies = Vocabularies.from_dict(section["vocabularies"])
+        for scheme in (vocabularies.tag_scheme, vocabularies.corpus_scheme):
+            if scheme is not None:
+                normalize_scheme(scheme)
+        if vocabularies.max_word_length < 1:
+            raise ValueError(f"max_word_length {vocabularies.max_word_length} is not >= 1")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(
             f"the checkpoint's vocabularies are damaged ({type(err).__name__}: {err})"
         ) from None
+    return vocabularies
 
 
 def check_architecture(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
@@ -89,14 +107,30 @@ def check_architecture(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
         )
 
 
-def read_checkpoint_file(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Open a checkpoint file (``weights_only=True``) and check that it is seqtag's.
+def validate_checkpoint(checkpoint: Any, model_class: type | None = None) -> Vocabularies:
+    """Check a loaded checkpoint against :mod:`seqtag.checkpoint_schema`; its vocabularies.
+
+    ``model_class`` (the class that will be built from it) checks the hyper-parameters too.
+    """
+    check_is_dictionary(checkpoint)
+    vocabularies = read_checkpoint_section(checkpoint)
+    check_layout(checkpoint)
+    if model_class is not None:
+        check_hyperparameters(checkpoint, model_class)
+    check_finite(checkpoint)
+    return vocabularies
+
+
+def read_checkpoint_file(
+    ckpt_path: str | os.PathLike[str], model_class: type | None = None
+) -> dict[str, Any]:
+    """Open a checkpoint file (``weights_only=True``) and validate it (:func:`validate_checkpoint`).
 
     Lightning opens ``--ckpt_path`` itself and would fail with an ``UnpicklingError``, a
     ``RuntimeError`` of the zip reader or a ``KeyError``; reading it here first turns those into
     a :class:`~seqtag.errors.CheckpointError` naming the file. Lightning's special values
     (``best``, ``last``, ``hpc``, ``registry...``) and URLs are left to Lightning (an empty
-    dict is returned for them).
+    dict is returned for them); :class:`SeqtagCheckpointIO` checks the file they resolve to.
     """
     name = os.fspath(ckpt_path)
     if name in ("best", "last", "hpc") or name.startswith("registry") or "://" in name:
@@ -111,16 +145,50 @@ def read_checkpoint_file(ckpt_path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     except OSError as err:
+        if err.errno == errno.EINVAL:  # the zip reader seeking past the end of the data
+            raise CheckpointError(
+                f"{name}: not a readable checkpoint: the file is truncated or damaged "
+                "(an interrupted copy or save?)"
+            ) from err
         raise CheckpointError(f"{name}: cannot read the file ({err.strerror or err})") from err
     except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as err:
         raise CheckpointError(
             f"{name}: not a seqtag checkpoint: torch.load cannot read it ({_load_failure(err)})"
         ) from err
     try:
-        read_checkpoint_section(checkpoint)
+        validate_checkpoint(checkpoint, model_class)
     except CheckpointError as err:
         raise CheckpointError(f"{name}: {err}") from None
     return checkpoint
+
+
+@contextmanager
+def checked_loading(checkpoint_path: Any, model_class: type) -> Iterator[None]:
+    """Around Lightning's ``load_from_checkpoint``: validate a local file first, and name the
+    file in errors that show only once the model is built from it (weights of other shapes)."""
+    name = os.fspath(checkpoint_path) if isinstance(checkpoint_path, str | os.PathLike) else ""
+    if name and "://" not in name:
+        read_checkpoint_file(name, model_class if os.path.isfile(name) else None)
+    try:
+        yield
+    except CheckpointError as err:
+        if name and name not in str(err):
+            raise CheckpointError(f"{name}: {err}") from None
+        raise
+
+
+class SeqtagCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader, validating what it reads.
+
+    ``--ckpt_path last`` or ``hpc`` is resolved by Lightning to a file only when it loads it;
+    as the trainer's ``CheckpointIO`` plugin this turns a truncated or foreign file found that
+    way into the same one-line error as a path given by name.
+    """
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return read_checkpoint_file(path)
 
 
 def _load_failure(err: BaseException) -> str:

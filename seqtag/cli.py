@@ -19,11 +19,20 @@ from lightning.pytorch.cli import (
     LRSchedulerTypeTuple,
     SaveConfigCallback,
 )
+from lightning.pytorch.plugins import CheckpointIO
 from torch.optim import Optimizer
 
+from seqtag.calibrate import TemperatureCalibration
 from seqtag.callbacks import PredictionProgressBar, PredictionWriter
-from seqtag.checkpoint import read_checkpoint_file
-from seqtag.cli_messages import parser_error_line, summarize_parser_error
+from seqtag.checkpoint import SeqtagCheckpointIO, read_checkpoint_file
+from seqtag.checkpoint_schema import check_arguments, check_hyperparameters
+from seqtag.cli_messages import (
+    parser_error_line,
+    print_error,
+    silence_stdout,
+    summarize_parser_error,
+    undecodable_config,
+)
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
 from seqtag.module import SequenceTagger
@@ -77,6 +86,8 @@ class SeqtagCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "prediction")
+        # Fits the temperature on the dev set at the end of fit (--calibration.enabled false).
+        parser.add_lightning_class_args(TemperatureCalibration, "calibration")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.
@@ -108,6 +119,22 @@ class SeqtagCLI(LightningCLI):
             # The writer streams predictions to the output; Lightning keeping them all as well
             # would make memory grow with the input.
             self.config["predict"]["return_predictions"] = False
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """Lightning's trainer, reading checkpoints through :class:`SeqtagCheckpointIO`.
+
+        So a file that ``--ckpt_path last`` or ``hpc`` resolves to is validated like a named
+        one. A ``CheckpointIO`` plugin of the user's own is left alone.
+        """
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = config.get("trainer") or {}
+        plugins = kwargs.get("plugins", trainer_config.get("plugins"))
+        plugins = (
+            [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        )
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, SeqtagCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
         install_resume_support(self.trainer)
@@ -149,11 +176,21 @@ def with_checkpoint_data_options(argv: list[str]) -> list[str]:
     if subcommand is None or not ckpt_path:
         return argv
     checkpoint = read_checkpoint_file(ckpt_path)
-    _check_model_class(ckpt_path, checkpoint, argv)
-    if subcommand == "fit":
+    if not checkpoint:  # best/last/hpc/a URL: SeqtagCheckpointIO checks it once resolved
         return argv
-    stored = checkpoint.get("datamodule_hyper_parameters") or {}
-    options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
+    _check_model_class(ckpt_path, checkpoint, argv)
+    try:
+        hparams = checkpoint.get("hyper_parameters")
+        class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+        if class_path is None or str(class_path).startswith("seqtag."):
+            check_hyperparameters(checkpoint, SequenceTagger)
+        if subcommand == "fit":
+            return argv
+        stored = checkpoint.get("datamodule_hyper_parameters") or {}
+        options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
+        check_arguments(options, TaggingDataModule, "datamodule_hyper_parameters")
+    except CheckpointError as err:
+        raise CheckpointError(f"{ckpt_path}: {err}") from None
     if not options:
         return argv
     at = argv.index(subcommand) + 1
@@ -197,6 +234,7 @@ CHECKPOINT_DATA_OPTIONS = (
     "token_column",
     "tag_column",
     "eval_batch_size",
+    "missing_tag",
 )
 
 
@@ -222,8 +260,9 @@ def _configure_logging() -> None:
 
 DESCRIPTION = (
     "seqtag: BiRNN sequence taggers (POS tagging, chunking, NER) on PyTorch Lightning. "
-    "Subcommands: fit (train), validate, test, predict (tag text), and export "
-    "(ONNX/TorchScript; see seqtag export --help). seqtag --version prints the versions."
+    "Subcommands: fit (train), validate, test, predict (tag text), export "
+    "(ONNX/TorchScript; see seqtag export --help) and calibrate (fit a checkpoint's "
+    "temperature; see seqtag calibrate --help). seqtag --version prints the versions."
 )
 
 
@@ -261,20 +300,8 @@ def main(args: list[str] | None = None) -> None:
             if sys.stdout is not None:
                 sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         raise SystemExit(141) from None
-
-
-def _silence_stdout() -> None:
-    """Point standard output at /dev/null, so that flushing it at exit cannot fail again.
-
-    As the Python documentation recommends for SIGPIPE (``signal`` module, "Note on SIGPIPE").
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
-        pass
 
 
 def _run(args: list[str] | None) -> None:
@@ -287,6 +314,11 @@ def _run(args: list[str] | None) -> None:
         from seqtag.export import main as export_main
 
         export_main(argv[1:])
+        return
+    if argv[:1] == ["calibrate"]:
+        from seqtag.calibrate_cli import main as calibrate_main
+
+        calibrate_main(argv[1:])
         return
     debug = "--debug" in argv or os.environ.get("SEQTAG_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
@@ -310,7 +342,7 @@ def _run(args: list[str] | None) -> None:
         if debug:
             raise
         checkpoint = _checkpoint_argument(argv) or "the checkpoint"
-        _print_error(
+        print_error(
             CheckpointError(
                 f"{checkpoint}: its hyper-parameters do not fit this version of seqtag: "
                 f"{summarize_parser_error(str(err))}"
@@ -319,31 +351,23 @@ def _run(args: list[str] | None) -> None:
     except SeqtagError as err:
         if debug:
             raise
-        _print_error(err)
+        checkpoint = _checkpoint_argument(argv)
+        if isinstance(err, CheckpointError) and checkpoint and checkpoint not in str(err):
+            err = CheckpointError(f"{checkpoint}: {err}")  # found wrong only once it was loaded
+        print_error(err)
     except UnicodeDecodeError:
         # jsonargparse reads --config files (and YAML given to any option) without a filename
         # in its error; find the file on the command line, or it was not the user's input.
-        error = None if debug else _undecodable_config(argv)
+        error = None if debug else undecodable_config(argv)
         if error is None:
             raise
-        _print_error(error)
-
-
-def _undecodable_config(argv: list[str]) -> CommandLineError | None:
-    """The error for the first YAML or JSON file named on the command line that is not UTF-8."""
-    from seqtag.data.text_files import open_text
-    from seqtag.errors import CorpusFormatError
-
-    for arg in argv:
-        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
-        if not value.endswith((".yaml", ".yml", ".json")) or not os.path.isfile(value):
-            continue
-        try:
-            for _ in open_text(value):
-                pass
-        except CorpusFormatError as err:
-            return CommandLineError(str(err))
-    return None
+        print_error(error)
+    except BrokenPipeError:
+        raise  # main() ends quietly
+    except OSError as err:  # a full disk, a name the file system refuses: not a bug
+        if debug:
+            raise
+        print_error(err)
 
 
 def _checkpoint_argument(argv: list[str]) -> str | None:
@@ -354,13 +378,6 @@ def _checkpoint_argument(argv: list[str]) -> str | None:
         if arg.startswith("--ckpt_path="):
             return arg.split("=", 1)[1]
     return None
-
-
-def _print_error(err: SeqtagError) -> None:
-    """``seqtag: error: WHAT`` on one line; exit status 2 for command lines, else 1."""
-    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    print(f"seqtag: error: {message}", file=sys.stderr)
-    raise SystemExit(2 if isinstance(err, CommandLineError) else 1) from None
 
 
 if __name__ == "__main__":

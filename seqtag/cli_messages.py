@@ -1,16 +1,23 @@
-"""jsonargparse's reports as one line that says which key is wrong and how.
+"""Errors as the one line the ``seqtag`` command promises.
 
-The ``seqtag`` command promises one line per user error; jsonargparse reports a bad value of a
-nested option as an indented tree of every alternative it tried. :func:`summarize_parser_error`
-keeps the key path and the reasons and drops the rest.
+jsonargparse reports a bad value of a nested option as an indented tree of every alternative it
+tried: :func:`summarize_parser_error` keeps the key path and the reasons and drops the rest.
+:func:`one_line_errors` is what every subcommand's entry point (``seqtag``, ``export``,
+``calibrate``) uses to print user errors and the system's refusals (a full disk) as one line.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningCLI
+
+from seqtag.errors import CommandLineError, SeqtagError
 
 # Lines of jsonargparse's nested reports that say nothing about what to fix.
 _NOISE = re.compile(
@@ -74,3 +81,63 @@ def parser_error_line(message: str, argv: Any) -> str:
     subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
     command = f"seqtag {subcommand}" if subcommand else "seqtag"
     return f"{summarize_parser_error(message)} (see {command} --help)"
+
+
+def silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit cannot fail again.
+
+    As the Python documentation recommends for SIGPIPE (``signal`` module, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
+
+
+def undecodable_config(argv: list[str]) -> CommandLineError | None:
+    """The error for the first YAML or JSON file named on the command line that is not UTF-8."""
+    from seqtag.data.text_files import open_text
+    from seqtag.errors import CorpusFormatError
+
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
+        if not value.endswith((".yaml", ".yml", ".json")) or not os.path.isfile(value):
+            continue
+        try:
+            for _ in open_text(value):
+                pass
+        except CorpusFormatError as err:
+            return CommandLineError(str(err))
+    return None
+
+
+def print_error(err: BaseException) -> NoReturn:
+    """``seqtag: error: WHAT`` on one line; exit status 2 for command lines, else 1.
+
+    An ``OSError`` (a full disk, a file the system refuses) is the machine's answer to a
+    request, not a bug: it is shown as ``FILE: reason``.
+    """
+    if isinstance(err, OSError) and not isinstance(err, SeqtagError) and err.strerror:
+        text = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    else:
+        text = str(err)
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    print(f"seqtag: error: {message}", file=sys.stderr)
+    raise SystemExit(2 if isinstance(err, CommandLineError) else 1) from None
+
+
+@contextmanager
+def one_line_errors(debug: bool) -> Iterator[None]:
+    """User errors and the system's refusals as one line (tracebacks with ``debug``).
+
+    A closed standard output (``| head``) is left to :func:`seqtag.cli.main`.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except (SeqtagError, OSError) as err:
+        if debug:
+            raise
+        print_error(err)

@@ -42,17 +42,17 @@ import json
 import logging
 import os
 import pickle
-import sys
 import warnings
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from seqtag.cli_messages import one_line_errors
 from seqtag.data.vocab import SHAPES, Vocabularies, shape_entry
 from seqtag.errors import CheckpointError, SeqtagError
 from seqtag.models.chars import CharBiLSTM, CharCNN
-from seqtag.models.crf import viterbi
+from seqtag.models.crf_algorithms import viterbi
 from seqtag.models.encoder import BiRNN, BiRNNEncoder
 from seqtag.models.tagger import Tagger
 from seqtag.paths import check_output_file
@@ -318,15 +318,9 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     options = parser.parse_args(args)
     debug = options.debug or os.environ.get("SEQTAG_DEBUG") == "1"
-    try:
+    with one_line_errors(debug):
         check_output_file(options.output, missing_folder_ok=True)  # export creates it
         export(options.ckpt_path, options.format, options.output)
-    except SeqtagError as err:
-        if debug:
-            raise
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"seqtag: error: {message}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"wrote {options.output} and {options.output}.vocab.json")
 
 

@@ -21,14 +21,15 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seqtag.checkpoint import (
     CHECKPOINT_KEY,
     check_architecture,
-    read_checkpoint_section,
+    checked_loading,
+    validate_checkpoint,
     write_checkpoint_section,
 )
+from seqtag.checkpoint_schema import check_resume_state, check_weights
 from seqtag.data.inputs import as_token_lists
 from seqtag.data.schemes import convert_tags
 from seqtag.data.spec import DataSpec
@@ -36,8 +37,8 @@ from seqtag.data.streaming import DEFAULT_CHUNK_SIZE
 from seqtag.data.vocab import Vocabularies
 from seqtag.distributed import configure_threads
 from seqtag.errors import CheckpointError, ConfigError, VectorFormatError
+from seqtag.evaluation import build_metrics, end_epoch, evaluate_batch, start_epoch
 from seqtag.inference import predict_batch, tag_sentences, tag_stream
-from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
 from seqtag.models.encoder import RNNType
 from seqtag.models.tagger import Decoder, Tagger
 from seqtag.network import (
@@ -131,8 +132,14 @@ class SequenceTagger(pl.LightningModule):
         # building them must not draw from the seeded generator that the real network uses.
         with torch.random.fork_rng(devices=[]):
             self.tagger: Tagger = placeholder_network(self.hparams, embedding_dim)
-        #: Whether predict_step computes per-token confidences (CRF marginals cost extra).
+        #: What predict_step computes (the prediction writer sets them to what it writes):
+        #: per-token confidences (CRF marginals cost extra), spans with their confidence
+        #: (span tasks), the confidence below which spans are dropped, and each sentence's
+        #: uncertainty (see :func:`seqtag.inference.predict_batch`).
         self.predict_confidences = True
+        self.predict_spans = True
+        self.predict_min_confidence: float | None = None
+        self.predict_uncertainty = False
         if data is not None:
             self.build(data)
 
@@ -177,16 +184,7 @@ class SequenceTagger(pl.LightningModule):
         if self.hparams.embedding_dim != embedding_dim:
             # Recorded as a hyper-parameter, also in hparams.yaml, which is written later.
             self.save_hyperparameters({**self.hparams, "embedding_dim": embedding_dim})
-        self._build_metrics()
-
-    def _build_metrics(self) -> None:
-        vocab = self.vocabularies
-        for stage in ("val", "test"):
-            setattr(self, f"{stage}_acc", TokenAccuracy())
-            spans = SpanF1(list(vocab.tags), vocab.corpus_scheme) if vocab.corpus_scheme else None
-            setattr(self, f"{stage}_spans", spans)
-        # Tag-level confusion on the test set (training-scheme tags), for ConfusionMatrixPlot.
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=len(vocab.tags))
+        build_metrics(self)  # val/test accuracy, span F1, test confusion and calibration
 
     def configure_model(self) -> None:
         """Build the network from the trainer's DataModule when training starts without one.
@@ -214,6 +212,12 @@ class SequenceTagger(pl.LightningModule):
     def setup(self, stage: str) -> None:
         configure_threads(self.trainer)  # DDP on the CPU: each process its share of cores
 
+    def _fitting(self) -> bool:
+        try:
+            return self.trainer.state.fn == TrainerFn.FITTING
+        except RuntimeError:  # no trainer: load_from_checkpoint
+            return False
+
     def _require_tagger(self) -> Tagger:
         if self.vocabularies is None:
             raise CheckpointError(
@@ -228,14 +232,23 @@ class SequenceTagger(pl.LightningModule):
         write_checkpoint_section(checkpoint, self.vocabularies)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The checkpoint decides: its vocabularies and architecture replace the model's."""
-        vocabularies = read_checkpoint_section(checkpoint)
+        """The checkpoint decides: its vocabularies and architecture replace the model's.
+
+        Validated first (:mod:`seqtag.checkpoint_schema`), whichever way it was loaded.
+        """
+        vocabularies = validate_checkpoint(checkpoint)
         stored = checkpoint.get("hyper_parameters") or {}
         if self.hparams.embedding_dim is None and stored.get("embedding_dim"):
             self.hparams.embedding_dim = int(stored["embedding_dim"])
         check_architecture(stored, self.hparams)
         if self.vocabularies != vocabularies:
-            self._build(vocabularies, self.hparams.embedding_dim or DEFAULT_EMBEDDING_DIM)
+            try:
+                self._build(vocabularies, self.hparams.embedding_dim or DEFAULT_EMBEDDING_DIM)
+            except ConfigError as err:  # e.g. a character model without characters
+                raise CheckpointError(f"its vocabularies do not fit its model: {err}") from None
+        check_weights(checkpoint["state_dict"], self.state_dict())
+        if self._fitting():
+            check_resume_state(checkpoint)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -250,16 +263,19 @@ class SequenceTagger(pl.LightningModule):
         """Lightning's loader with ``weights_only=True`` by default, on every torch version.
 
         seqtag checkpoints hold only tensors and plain data, so nothing in them needs
-        unpickling, and a crafted file cannot run code when it is opened.
+        unpickling, and a crafted file cannot run code when it is opened. A local file is
+        validated first (:func:`~seqtag.checkpoint.read_checkpoint_file`), so that a damaged
+        or foreign one is a :class:`~seqtag.errors.CheckpointError` naming it.
         """
-        return super().load_from_checkpoint(
-            checkpoint_path,
-            map_location=map_location,
-            hparams_file=hparams_file,
-            strict=strict,
-            weights_only=weights_only,
-            **kwargs,
-        )
+        with checked_loading(checkpoint_path, cls):
+            return super().load_from_checkpoint(
+                checkpoint_path,
+                map_location=map_location,
+                hparams_file=hparams_file,
+                strict=strict,
+                weights_only=weights_only,
+                **kwargs,
+            )
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
@@ -283,32 +299,10 @@ class SequenceTagger(pl.LightningModule):
         return self._require_tagger()(batch["words"], batch["lengths"], batch.get("chars"))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.tagger.loss(self(batch), batch["tags"], batch["mask"])
+        # ``allowed`` comes with batches holding unknown gold tags (partial annotation).
+        loss = self.tagger.loss(self(batch), batch["tags"], batch["mask"], batch.get("allowed"))
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
         return loss
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        emissions = self(batch)
-        size = len(batch["lengths"])
-        loss = self.tagger.loss(emissions, batch["tags"], batch["mask"])
-        # Weighted by the tokens the loss averages over, the epoch value is the mean loss per
-        # token whatever the batching, hence the same with any number of processes.
-        scored = batch["mask"] if self.tagger.crf is not None else batch["tags"] >= 0
-        self.log(f"{stage}_loss", loss, sync_dist=True, batch_size=int(scored.sum()))
-        predicted = self.tagger.predict(emissions, batch["mask"])
-        accuracy = getattr(self, f"{stage}_acc")
-        spans = getattr(self, f"{stage}_spans")
-        if spans is None:
-            accuracy.update(predicted, batch["tags"])
-        else:
-            # Span tasks: every score in the corpus's own scheme, as the gold file has it.
-            corpus_tags = self.to_corpus_tags(predicted, batch["lengths"])
-            accuracy.update_strings(corpus_tags, batch["gold"])
-            spans.update_strings(corpus_tags, batch["gold"])
-        self.log(f"{stage}_acc", accuracy, prog_bar=True, batch_size=size)
-        if stage == "test":
-            known = batch["tags"] >= 0
-            self.test_confusion.update(predicted[known], batch["tags"][known])
 
     def to_corpus_tags(self, ids: Tensor, lengths: Tensor) -> list[list[str]]:
         """Tag ids [B, T] as tag strings in the corpus's scheme, cut to each sentence's length."""
@@ -319,43 +313,45 @@ class SequenceTagger(pl.LightningModule):
             tags = [convert_tags(t, vocab.tag_scheme, vocab.corpus_scheme) for t in tags]
         return tags
 
-    def _log_spans(self, stage: str) -> None:
-        spans = getattr(self, f"{stage}_spans")
-        if spans is None:
-            return
-        scores = spans.compute()  # counts summed across processes: the same on every rank
-        for name in ("precision", "recall", "f1"):
-            # sync_dist averages equal values (no change); without it Lightning warns under DDP.
-            value = scores[name].float()
-            self.log(f"{stage}_{name}", value, prog_bar=name == "f1", sync_dist=True)
-        if stage == "test" and self.trainer.is_global_zero:
-            print(format_span_report(spans))
-        spans.reset()
+    # Evaluation (losses, metrics, skipped counts, test calibration): seqtag.evaluation.
+    def on_validation_epoch_start(self) -> None:
+        start_epoch(self, "val")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        evaluate_batch(self, batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_spans("val")
+        end_epoch(self, "val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_confusion.reset()  # counts of one test run only
+        start_epoch(self, "test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        evaluate_batch(self, batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._log_spans("test")
+        end_epoch(self, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Per sentence: ``index`` (position in the input), ``tokens``, ``tags``, ``confidences``.
+        """Per sentence: ``index`` (position in the input), ``tokens``, ``tags``, ``confidences``,
+        ``spans`` and ``uncertainty``.
 
         Batches come in length order; :func:`seqtag.in_input_order` puts the output of
         ``trainer.predict`` back in input order. Tags are in the corpus scheme. Confidences are
         ``None`` when :attr:`predict_confidences` is off (the prediction writer turns it off
-        when it does not write them): a CRF then skips its forward-backward pass.
+        when it does not write them): a CRF then skips its forward-backward pass. ``spans``
+        (span tasks: start, end exclusive, type, confidence) is ``None`` for POS-style tags
+        or with :attr:`predict_spans` off; ``uncertainty`` is ``None`` unless
+        :attr:`predict_uncertainty` is on. See :func:`seqtag.inference.predict_batch`.
         """
-        return predict_batch(self, batch, self.predict_confidences)
+        return predict_batch(
+            self,
+            batch,
+            self.predict_confidences,
+            spans=self.predict_spans,
+            min_confidence=self.predict_min_confidence,
+            uncertainty=self.predict_uncertainty,
+        )
 
     def configure_optimizers(self) -> Any:
         """The optimizer and per-epoch scheduler of the hyper-parameters (see the class doc)."""

@@ -11,13 +11,29 @@ from pathlib import Path
 
 from seqtag.errors import OutputError
 
+#: Room kept in a file name for what seqtag appends to it (``.rank0-of-8.partial``, ``.tmp``).
+_SUFFIX_ROOM = 32
+
 
 def check_output_file(path: str | os.PathLike[str], *, missing_folder_ok: bool = False) -> None:
-    """Refuse a file path that cannot be written: a directory, or a folder that is missing
-    (or, with ``missing_folder_ok``, one that cannot be created)."""
+    """Refuse a file path that cannot be written: a directory, a device or pipe, a name too
+    long for the file system, or a folder that is missing (or, with ``missing_folder_ok``, one
+    that cannot be created).
+
+    Outputs are written beside their target and renamed over it, whole or not at all; over
+    ``/dev/null`` or a named pipe that rename would replace the device, so only regular files
+    (or new names) are accepted.
+    """
     target = Path(path)
+    _check_name_lengths(target, _SUFFIX_ROOM)
     if target.is_dir():
         raise OutputError(f"{target}: is a directory, expected a file name")
+    if target.exists() and not target.is_file():
+        raise OutputError(
+            f"{target}: is not a regular file (a device, pipe or socket), which writing the "
+            "output and renaming it into place would replace; give a file name (seqtag predict "
+            "writes to standard output when --prediction.output is not given)"
+        )
     folder = target.parent
     if missing_folder_ok:
         check_output_folder(folder)
@@ -31,6 +47,7 @@ def check_output_file(path: str | os.PathLike[str], *, missing_folder_ok: bool =
 def check_output_folder(path: str | os.PathLike[str]) -> None:
     """Refuse a folder that cannot be created or written (missing folders are created later)."""
     folder = Path(path)
+    _check_name_lengths(folder, 0)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -38,3 +55,22 @@ def check_output_folder(path: str | os.PathLike[str]) -> None:
         raise OutputError(f"{folder}: cannot be a folder, {existing} is a file")
     if not os.access(existing, os.W_OK):
         raise OutputError(f"{folder}: cannot write in {existing}")
+
+
+def _check_name_lengths(path: Path, room: int) -> None:
+    """Every component of ``path`` fits the file system's name limit (the last with ``room``
+    to spare), checked now rather than when the first file is written."""
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.parts:
+        spare = room if part == path.name else 0
+        if len(os.fsencode(part)) + spare > limit:
+            raise OutputError(
+                f"{str(path)[:60]}...: the name {part[:20]}... is {len(os.fsencode(part))} bytes "
+                f"long; this file system allows {limit - spare} here"
+            )

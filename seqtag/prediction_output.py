@@ -125,6 +125,19 @@ class OutputSink:
             self._stream.close()
             self._stream = None
 
+    def discard_if_unstarted(self) -> None:
+        """Remove this process's part if a failure came before its first chunk.
+
+        An empty part with no progress record holds nothing to resume; left behind, it would
+        make the next run refuse to start (an error found before tagging, such as an option
+        that does not fit the model, would then need a manual clean-up).
+        """
+        if self.output is None or self.offsets or self._stream is not None:
+            return
+        part = self.part(self.rank)
+        if not self.progress(self.rank).exists() and part.exists() and part.stat().st_size == 0:
+            part.unlink(missing_ok=True)
+
     def join(self) -> None:
         """Rank 0, once every process has closed its part: the parts, in order, as the output."""
         if self.output is None:

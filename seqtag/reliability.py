@@ -8,16 +8,20 @@ process's global backend alone.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
 from seqtag.calibration import ReliabilityBin, ece_from_bins
 from seqtag.errors import OutputError, SeqtagError
 
-__all__ = ["PlotDependencyError", "save_reliability_diagram"]
+__all__ = ["PlotDependencyError", "ReliabilityDiagram", "save_reliability_diagram"]
 
 BinsLike = Sequence[ReliabilityBin] | Sequence[Mapping[str, Any]]
 
@@ -112,3 +116,71 @@ def save_reliability_diagram(
         figure.savefig(target, dpi=120, format="png")
     except OSError as error:
         raise OutputError(f"{target}: cannot write the diagram: {error}") from error
+
+
+class ReliabilityDiagram(Callback):
+    """After ``seqtag test``, save reliability diagrams of the test confidences and their bins.
+
+    Add it with ``--trainer.callbacks+=seqtag.callbacks.ReliabilityDiagram`` (it needs
+    matplotlib, like ``ConfusionMatrixPlot``). It writes, to the logger's directory (where
+    ``ConfusionMatrixPlot`` puts ``confusion_matrix.png``) or ``dirpath``:
+
+    - ``reliability.png``: token confidences with the model's temperature and without it
+      (temperature 1), accuracy against confidence in 15 equal-width bins, with bin counts;
+    - ``span_reliability.png``: the same for span confidences (span tasks only);
+    - ``reliability.json``: the temperature, each curve's ECE and its bins (count, mean
+      confidence and accuracy), as :class:`~seqtag.calibration.ReliabilityBin` dicts.
+
+    The bins are those of the ``test_ece*`` metrics, summed across processes; rank 0 writes.
+
+    Args:
+        dirpath: folder of the three files; default the logger's directory.
+    """
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise PlotDependencyError(
+                'ReliabilityDiagram needs matplotlib: pip install "seqtag[plot]"'
+            ) from None
+        self.dirpath = dirpath
+        self.paths: list[Path] = []
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        calibration = getattr(pl_module, "test_calibration", None)
+        if not trainer.is_global_zero or calibration is None or not calibration.bins:
+            return
+        folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
+        temperature = float(pl_module.tagger.temperature)
+        bins, values = calibration.bins, calibration.values
+        report: dict[str, Any] = {"bins": len(bins["ece"]), "temperature": temperature}
+        self.paths = []
+        for level, prefix, title in (
+            ("token", "", "token confidence"),
+            ("span", "span_", "span confidence"),
+        ):
+            if f"{prefix}ece" not in bins:
+                continue
+            calibrated, uncalibrated = bins[f"{prefix}ece"], bins[f"{prefix}ece_uncalibrated"]
+            report[level] = {
+                "ece": _number(values[f"{prefix}ece"]),
+                "ece_uncalibrated": _number(values[f"{prefix}ece_uncalibrated"]),
+                "calibrated": [b.as_dict() for b in calibrated],
+                "uncalibrated": [b.as_dict() for b in uncalibrated],
+            }
+            path = folder / f"{prefix}reliability.png"
+            curves = {f"T = {temperature:.3g}": calibrated, "T = 1 (uncalibrated)": uncalibrated}
+            save_reliability_diagram(path, curves, f"test {title}")
+            self.paths.append(path)
+        path = folder / "reliability.json"
+        try:
+            path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write the reliability bins: {error}") from error
+        self.paths.append(path)
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: an undefined ECE (nothing scored) is null."""
+    return None if math.isnan(value) else value

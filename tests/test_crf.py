@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from seqtag.models.crf import CRF, _LogPartition, viterbi
+from seqtag.models.crf import CRF
+from seqtag.models.crf_algorithms import LogPartition, viterbi
 
 PENALTY = -1e4
 LENGTHS = (4, 2, 1)  # B=3 sentences of different lengths, padded to L=4
@@ -57,7 +58,7 @@ def _is_allowed(crf: CRF, path: tuple[int, ...]) -> bool:
     )
 
 
-def _logsumexp(values: list[float]) -> float:
+def logsumexp_finite(values: list[float]) -> float:
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))
 
@@ -116,7 +117,7 @@ def test_log_partition_matches_brute_force(num_tags: int, constrained: bool) -> 
     assert log_z.shape == (len(LENGTHS),)
     assert log_z.dtype == torch.float32
     for b, n in enumerate(LENGTHS):
-        expected = _logsumexp(list(_all_paths(crf, emissions[b, :n]).values()))
+        expected = logsumexp_finite(list(_all_paths(crf, emissions[b, :n]).values()))
         assert log_z[b].item() == pytest.approx(expected, abs=1e-4)
 
 
@@ -133,7 +134,7 @@ def test_score_and_nll_match_brute_force(num_tags: int, constrained: bool) -> No
         paths = _all_paths(crf, emissions[b, :n])
         gold = tuple(tags[b, :n].tolist())
         assert score[b].item() == pytest.approx(paths[gold], rel=1e-6, abs=1e-4)
-        expected_nll = _logsumexp(list(paths.values())) - paths[gold]
+        expected_nll = logsumexp_finite(list(paths.values())) - paths[gold]
         assert nll[b].item() == pytest.approx(expected_nll, rel=1e-6, abs=1e-4)
         assert nll[b].item() >= -1e-5  # a probability is at most 1
 
@@ -161,7 +162,7 @@ def test_marginals_match_brute_force(num_tags: int, constrained: bool) -> None:
     assert marginals.shape == emissions.shape
     for b, n in enumerate(LENGTHS):
         paths = _all_paths(crf, emissions[b, :n])
-        log_z = _logsumexp(list(paths.values()))
+        log_z = logsumexp_finite(list(paths.values()))
         expected = torch.zeros(n, num_tags, dtype=torch.float64)
         for path, s in paths.items():
             for i, y in enumerate(path):
@@ -189,7 +190,7 @@ def test_constrained_partition_matches_allowed_paths_only() -> None:
     log_z = crf.log_partition(emissions, mask)
     for b, n in enumerate(LENGTHS):
         allowed = [s for p, s in _all_paths(crf, emissions[b, :n]).items() if _is_allowed(crf, p)]
-        assert log_z[b].item() == pytest.approx(_logsumexp(allowed), abs=1e-4)
+        assert log_z[b].item() == pytest.approx(logsumexp_finite(allowed), abs=1e-4)
 
 
 def test_decode_never_outputs_forbidden_transitions() -> None:
@@ -323,7 +324,7 @@ def test_single_token_sentences() -> None:
     nll = crf(emissions, tags, mask, reduction="none")
     for b in range(2):
         paths = _all_paths(crf, emissions[b])
-        expected = _logsumexp(list(paths.values())) - paths[(int(tags[b, 0]),)]
+        expected = logsumexp_finite(list(paths.values())) - paths[(int(tags[b, 0]),)]
         # float32 keeps ~7 digits, so a forbidden path's ~1e4 score needs a relative tolerance
         assert nll[b].item() == pytest.approx(expected, rel=1e-6, abs=1e-4)
     best = crf.decode(emissions, mask)
@@ -410,7 +411,7 @@ def test_log_partition_gradcheck(constrained: bool) -> None:
         trans.requires_grad_(True),
         end.requires_grad_(True),
     )
-    assert torch.autograd.gradcheck(_LogPartition.apply, inputs)
+    assert torch.autograd.gradcheck(LogPartition.apply, inputs)
 
 
 def test_peaked_emissions_match_brute_force() -> None:
@@ -425,7 +426,7 @@ def test_peaked_emissions_match_brute_force() -> None:
     marginals = crf.marginals(emissions, mask)
     for b, n in enumerate(LENGTHS):
         paths = _all_paths(crf, emissions[b, :n])
-        log_z = _logsumexp(list(paths.values()))
+        log_z = logsumexp_finite(list(paths.values()))
         gold = tuple(tags[b, :n].tolist())
         assert nll[b].item() == pytest.approx(log_z - paths[gold], rel=1e-6, abs=1e-3)
         best = max(paths, key=paths.__getitem__)

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqtag.models.crf import CRF, _LogPartition
+from seqtag.models.crf import CRF
+from seqtag.models.crf_algorithms import LogPartition
 from seqtag.models.encoder import BiRNNEncoder
 from seqtag.models.tagger import Tagger
 
@@ -247,7 +248,7 @@ def test_temperature_gradcheck_through_the_fast_backward() -> None:
     start, trans, end = (s.detach().double() for s in crf.constrained_scores())
 
     def log_z(temperature: torch.Tensor, em: torch.Tensor) -> torch.Tensor:
-        return _LogPartition.apply(
+        return LogPartition.apply(
             em / temperature, mask, start / temperature, trans / temperature, end / temperature
         )
 

@@ -326,3 +326,28 @@ def test_ddp_span_f1_equals_single_process(ewt_slice, tmp_path):
     assert 0.0 < float(single["test_f1"]) < 1.0
     for name in ("test_f1", "test_precision", "test_recall", "test_acc"):
         assert ddp[name] == single[name], name
+    # Calibration bins are sums across processes: the ECEs agree up to float rounding.
+    eces = ("test_ece", "test_ece_uncalibrated", "test_span_ece", "test_span_ece_uncalibrated")
+    for name in eces:
+        assert float(ddp[name]) == pytest.approx(float(single[name]), rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_ddp_fit_calibrates_on_the_whole_dev_set_once(ddp_trained, ewt_slice, tmp_path):
+    """Rank 0 fits the temperature on every dev sentence: ``seqtag calibrate`` (one process)
+    finds the same for the checkpoint's weights."""
+    _, best, _ = ddp_trained
+    stored = torch.load(best, weights_only=True)["state_dict"]["tagger.temperature"]
+    assert float(stored) != 1.0
+    output = tmp_path / "again.ckpt"
+    argv = [f"--ckpt_path={best}", f"--data.val_path={ewt_slice['dev']}", f"--output={output}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "seqtag", "calibrate", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = torch.load(output, weights_only=True)["state_dict"]["tagger.temperature"]
+    assert float(again) == pytest.approx(float(stored), rel=1e-4)

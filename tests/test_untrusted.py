@@ -13,7 +13,7 @@ from conftest import REPO, train_checkpoint
 
 from seqtag import TaggingDataModule
 from seqtag.data.embeddings import load_vectors
-from seqtag.errors import VectorFormatError
+from seqtag.errors import CheckpointError, VectorFormatError
 from seqtag.module import SequenceTagger
 
 
@@ -31,7 +31,7 @@ def test_crafted_checkpoint_is_refused_without_running_code(tmp_path):
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.ckpt"
     torch.save({"state_dict": {}, "seqtag": _Payload(marker)}, crafted)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match=r"torch.load cannot read it.*UnpicklingError"):
         SequenceTagger.load_from_checkpoint(crafted)
     assert not marker.exists()
 
