@@ -37,6 +37,7 @@ from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
 from seqtag.module import SequenceTagger
 from seqtag.paths import check_output_folder
+from seqtag.reliability import ReliabilityDiagram
 from seqtag.resume import install_resume_support
 
 
@@ -88,6 +89,8 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction")
         # Fits the temperature on the dev set at the end of fit (--calibration.enabled false).
         parser.add_lightning_class_args(TemperatureCalibration, "calibration")
+        # After test: reliability bins (JSON) and diagrams (--reliability.enabled false).
+        parser.add_lightning_class_args(ReliabilityDiagram, "reliability")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.

@@ -9,6 +9,7 @@ process's global backend alone.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -22,6 +23,8 @@ from seqtag.calibration import ReliabilityBin, ece_from_bins
 from seqtag.errors import OutputError, SeqtagError
 
 __all__ = ["PlotDependencyError", "ReliabilityDiagram", "save_reliability_diagram"]
+
+log = logging.getLogger(__name__)
 
 BinsLike = Sequence[ReliabilityBin] | Sequence[Mapping[str, Any]]
 
@@ -119,37 +122,45 @@ def save_reliability_diagram(
 
 
 class ReliabilityDiagram(Callback):
-    """After ``seqtag test``, save reliability diagrams of the test confidences and their bins.
+    """After a test run, save the reliability of the test confidences: bins and diagrams.
 
-    Add it with ``--trainer.callbacks+=seqtag.callbacks.ReliabilityDiagram`` (it needs
-    matplotlib, like ``ConfusionMatrixPlot``). It writes, to the logger's directory (where
-    ``ConfusionMatrixPlot`` puts ``confusion_matrix.png``) or ``dirpath``:
+    ``seqtag test`` adds it (``--reliability.enabled false`` turns it off); in your own
+    Trainer add ``seqtag.callbacks.ReliabilityDiagram()``. It writes, to the logger's folder
+    (where ``ConfusionMatrixPlot`` puts ``confusion_matrix.png``) or ``dirpath``:
 
+    - ``reliability.json``: the temperature, each curve's ECE and its bins (count, mean
+      confidence and accuracy), as :class:`~seqtag.calibration.ReliabilityBin` dicts;
     - ``reliability.png``: token confidences with the model's temperature and without it
       (temperature 1), accuracy against confidence in 15 equal-width bins, with bin counts;
-    - ``span_reliability.png``: the same for span confidences (span tasks only);
-    - ``reliability.json``: the temperature, each curve's ECE and its bins (count, mean
-      confidence and accuracy), as :class:`~seqtag.calibration.ReliabilityBin` dicts.
+    - ``span_reliability.png``: the same for span confidences (span tasks only).
+
+    The PNGs need matplotlib (``pip install "seqtag[plot]"``); without it only the JSON is
+    written, with a note in the log. Without a logger and without ``dirpath`` nothing is
+    written: the working folder is no place for files a second run would overwrite.
 
     The bins are those of the ``test_ece*`` metrics, summed across processes; rank 0 writes.
 
     Args:
-        dirpath: folder of the three files; default the logger's directory.
+        dirpath: folder of the files; default the logger's folder.
+        enabled: write them (``seqtag test`` adds this callback; ``false`` turns it off).
     """
 
-    def __init__(self, dirpath: str | None = None) -> None:
+    def __init__(self, dirpath: str | None = None, enabled: bool = True) -> None:
         try:
             import matplotlib  # noqa: F401
+
+            self.plots = True
         except ImportError:
-            raise PlotDependencyError(
-                'ReliabilityDiagram needs matplotlib: pip install "seqtag[plot]"'
-            ) from None
+            self.plots = False
         self.dirpath = dirpath
+        self.enabled = enabled
         self.paths: list[Path] = []
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         calibration = getattr(pl_module, "test_calibration", None)
-        if not trainer.is_global_zero or calibration is None or not calibration.bins:
+        if not self.enabled or not trainer.is_global_zero or not getattr(calibration, "bins", None):
+            return
+        if self.dirpath is None and not trainer.loggers:
             return
         folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         temperature = float(pl_module.tagger.temperature)
@@ -169,12 +180,23 @@ class ReliabilityDiagram(Callback):
                 "calibrated": [b.as_dict() for b in calibrated],
                 "uncalibrated": [b.as_dict() for b in uncalibrated],
             }
-            path = folder / f"{prefix}reliability.png"
-            curves = {f"T = {temperature:.3g}": calibrated, "T = 1 (uncalibrated)": uncalibrated}
-            save_reliability_diagram(path, curves, f"test {title}")
-            self.paths.append(path)
+            if self.plots:
+                path = folder / f"{prefix}reliability.png"
+                curves = {
+                    f"T = {temperature:.3g}": calibrated,
+                    "T = 1 (uncalibrated)": uncalibrated,
+                }
+                save_reliability_diagram(path, curves, f"test {title}")
+                self.paths.append(path)
         path = folder / "reliability.json"
+        if not self.plots:
+            log.info(
+                'reliability diagrams need matplotlib (pip install "seqtag[plot]"): '
+                "writing only %s",
+                path,
+            )
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         except OSError as error:
             raise OutputError(f"{path}: cannot write the reliability bins: {error}") from error

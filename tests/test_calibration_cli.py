@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -176,7 +178,6 @@ def test_seqtag_test_prints_ece_and_writes_the_reliability_diagram(calibrated, t
             *args,
             f"--ckpt_path={folder / 'best.ckpt'}",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--trainer.callbacks+=seqtag.callbacks.ReliabilityDiagram",
         ]
     )
     out = capsys.readouterr().out
@@ -187,3 +188,25 @@ def test_seqtag_test_prints_ece_and_writes_the_reliability_diagram(calibrated, t
     assert png.stat().st_size > 1000
     assert (png.parent / "reliability.json").is_file()
     assert not (png.parent / "span_reliability.png").exists()  # POS: no spans
+    report = json.loads((png.parent / "reliability.json").read_text(encoding="utf-8"))
+    assert sum(b["count"] for b in report["token"]["calibrated"]) > 0
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    logged = [row for row in csv.DictReader(metrics.open(encoding="utf-8")) if row["test_ece"]]
+    assert report["token"]["ece"] == pytest.approx(float(logged[-1]["test_ece"]), abs=1e-6)
+
+
+def test_reliability_files_can_be_turned_off_and_never_land_in_the_working_folder(
+    calibrated, tmp_path, monkeypatch
+):
+    args, folder = calibrated
+    monkeypatch.chdir(tmp_path)
+    common = ["test", *args, f"--ckpt_path={folder / 'best.ckpt'}"]
+    main([*common, "--trainer.logger=false"])
+    main(
+        [
+            *common,
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'off'}",
+            "--reliability.enabled=false",
+        ]
+    )
+    assert not list(tmp_path.rglob("reliability*"))
