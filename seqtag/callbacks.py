@@ -222,6 +222,17 @@ class PredictionProgressBar(TQDMProgressBar):
     no total to count down from).
     """
 
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Close the bars, so that the one-line error starts a line of its own."""
+        for name in ("train", "val", "test", "predict"):
+            try:
+                bar = getattr(self, f"{name}_progress_bar")
+            except TypeError:  # that bar was never opened
+                continue
+            bar.close()
+
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_predict_epoch_start(trainer, pl_module)
         self._tagged = [0, 0]  # sentences, tokens

@@ -39,6 +39,7 @@ from seqtag.module import SequenceTagger
 from seqtag.paths import check_output_folder
 from seqtag.reliability import ReliabilityDiagram
 from seqtag.resume import install_resume_support
+from seqtag.threads import ThreadPolicy
 
 
 class TrainingConfigSaver(SaveConfigCallback):
@@ -91,6 +92,8 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(TemperatureCalibration, "calibration")
         # After test: reliability bins (JSON) and diagrams (--reliability.enabled false).
         parser.add_lightning_class_args(ReliabilityDiagram, "reliability")
+        # Fewer intra-op threads while other processes keep cores busy (--threads.enabled false).
+        parser.add_lightning_class_args(ThreadPolicy, "threads")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.

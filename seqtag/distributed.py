@@ -10,6 +10,10 @@ Lightning's own process launchers already lower the thread count the same way wh
 rule in seqtag's terms and applies it wherever the launcher did not, for example with a custom
 strategy; :meth:`seqtag.SequenceTagger.setup` calls it, so the module used in your own Lightning
 code gets it too.
+
+``SEQTAG_THREADS=N`` chooses the intra-op thread count outright (it wins over
+``OMP_NUM_THREADS`` for torch's kernels, and neither this share nor
+:class:`seqtag.threads.ThreadPolicy` changes it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ from typing import Any
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 
+from seqtag.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+#: Environment variable that fixes torch's intra-op thread count for seqtag runs.
+THREADS_VARIABLE = "SEQTAG_THREADS"
 
 
 def usable_cores() -> int:
@@ -44,6 +53,33 @@ def local_processes(trainer: Any) -> int:
     return max(1, int(count or 1))
 
 
+def explicit_threads() -> int | None:
+    """The thread count the user fixed: ``SEQTAG_THREADS``, else ``OMP_NUM_THREADS``.
+
+    ``None`` when neither is set. ``OMP_NUM_THREADS`` counts as a choice even where it is not a
+    single number (OpenMP also accepts lists); then it is returned as 0 ("fixed, not ours").
+
+    Raises:
+        ConfigError: ``SEQTAG_THREADS`` is not a whole number >= 1.
+    """
+    value = os.environ.get(THREADS_VARIABLE)
+    if value is not None:
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ConfigError(f"{THREADS_VARIABLE} must be a whole number >= 1, got {value!r}")
+        return count
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if omp is None:
+        return None
+    try:
+        return max(0, int(omp))
+    except ValueError:
+        return 0
+
+
 def configure_threads(trainer: Any) -> int | None:
     """On the CPU, cap ``torch``'s intra-op threads at this process's share of the cores.
 
@@ -51,10 +87,17 @@ def configure_threads(trainer: Any) -> int | None:
     get 1 thread each). The count is only ever lowered, never raised, and an explicit
     ``OMP_NUM_THREADS`` in the environment is left alone.
 
+    ``SEQTAG_THREADS=N`` sets exactly ``N`` threads instead, on any accelerator.
+
     Returns:
         The thread count in force after the call, or ``None`` when nothing was decided (not on
-        the CPU, or ``OMP_NUM_THREADS`` is set).
+        the CPU, or ``OMP_NUM_THREADS`` is set without ``SEQTAG_THREADS``).
     """
+    if THREADS_VARIABLE in os.environ:
+        count = explicit_threads()
+        if count is not None and torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+        return torch.get_num_threads()
     if "OMP_NUM_THREADS" in os.environ:
         return None
     if not isinstance(getattr(trainer, "accelerator", None), CPUAccelerator):

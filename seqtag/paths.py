@@ -61,7 +61,7 @@ def _check_name_lengths(path: Path, room: int) -> None:
     """Every component of ``path`` fits the file system's name limit (the last with ``room``
     to spare), checked now rather than when the first file is written."""
     existing = path.parent
-    while not existing.exists() and existing != existing.parent:
+    while not _exists(existing) and existing != existing.parent:
         existing = existing.parent
     try:
         limit = os.pathconf(existing, "PC_NAME_MAX")
@@ -74,3 +74,11 @@ def _check_name_lengths(path: Path, room: int) -> None:
                 f"{str(path)[:60]}...: the name {part[:20]}... is {len(os.fsencode(part))} bytes "
                 f"long; this file system allows {limit - spare} here"
             )
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()`` that answers False where the name itself is refused (too long)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False

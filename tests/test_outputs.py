@@ -1,0 +1,110 @@
+"""Outputs the system cannot take: devices, pipes, names too long, a full disk.
+
+Each is one line and exit status 1, before any tagging where it can be known before; and a
+device is never replaced by a regular file (outputs are written beside their target and
+renamed into place, which over ``/dev/null`` would replace the device).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, train_checkpoint
+
+from seqtag import SequenceTagger, TaggingDataModule
+from seqtag.errors import OutputError
+from seqtag.paths import check_output_file, check_output_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = str(REPO / "tests" / "fixtures" / "tiny.conllu")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    data = TaggingDataModule(train_path=TINY, batch_size=2)
+    return train_checkpoint(folder, data, SequenceTagger(hidden_size=8))
+
+
+def _seqtag(*args: str, cwd: Path, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "seqtag", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("seqtag: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_a_named_pipe_is_refused_and_left_alone(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(OutputError, match="not a regular file"):
+        check_output_file(pipe)
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+
+
+@pytest.mark.parametrize("room", [0, 300])
+def test_names_longer_than_the_file_system_allows_are_refused(tmp_path, room):
+    name = "x" * (256 - 16 + room)  # too long once seqtag adds its suffix, or at all
+    with pytest.raises(OutputError, match="bytes long"):
+        check_output_file(tmp_path / name)
+    with pytest.raises(OutputError, match="bytes long"):
+        check_output_folder(tmp_path / ("y" * 300) / "checkpoints")
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+def test_predict_and_export_refuse_a_device_before_tagging(model_path, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("a b\n", encoding="utf-8")
+    before = os.stat("/dev/null")
+    predict = _seqtag(
+        "predict",
+        f"--ckpt_path={model_path}",
+        f"--data.predict_path={text}",
+        "--data.predict_format=text",
+        "--prediction.output=/dev/null",
+        cwd=tmp_path,
+    )
+    _one_line(predict, "/dev/null: is not a regular file")
+    export = _seqtag(
+        "export",
+        f"--ckpt_path={model_path}",
+        "--format=torchscript",
+        "--output=/dev/null",
+        cwd=tmp_path,
+    )
+    _one_line(export, "/dev/null: is not a regular file")
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_disk_while_writing_is_one_line(model_path, tmp_path):
+    """Standard output redirected to a full device: the write fails half-way."""
+    text = tmp_path / "in.txt"
+    text.write_text("a b\n" * 50, encoding="utf-8")
+    with open("/dev/full", "w") as full:
+        result = _seqtag(
+            "predict",
+            f"--ckpt_path={model_path}",
+            f"--data.predict_path={text}",
+            "--data.predict_format=text",
+            cwd=tmp_path,
+            stdout=full,
+        )
+    _one_line(result, "No space left on device")
