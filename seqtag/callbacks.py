@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -93,8 +94,19 @@ class PredictionWriter(BasePredictionWriter):
         data = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
         self._input_format = data.get("predict_format") or data.get("format")
         rank, world_size = trainer.global_rank, trainer.world_size
+        predict_path = data.get("predict_path")
+        if (
+            self.output
+            and predict_path
+            and predict_path != "-"
+            and _same_file(self.output, predict_path)
+        ):
+            raise ConfigError(
+                f"prediction.output {self.output} is the input: the predictions would replace "
+                "the text they were made from; choose another file"
+            )
         if self.uncertain_output is not None:
-            self._check_uncertain_output(data.get("predict_path"))
+            self._check_uncertain_output(predict_path)
             self.uncertain = UncertainOutput(
                 self.uncertain_output,
                 self.most_uncertain,
@@ -337,3 +349,11 @@ class ConfusionMatrixPlot(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(self.path, dpi=120)
         plt.close(figure)
+
+
+def _same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file (also through links); False when either is missing."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False

@@ -28,6 +28,12 @@ def check_output_file(path: str | os.PathLike[str], *, missing_folder_ok: bool =
     _check_name_lengths(target, _SUFFIX_ROOM)
     if target.is_dir():
         raise OutputError(f"{target}: is a directory, expected a file name")
+    if target.is_symlink():
+        raise OutputError(
+            f"{target}: is a symbolic link, which writing the output and renaming it into place "
+            "would replace; give the file it points to (seqtag predict writes to standard "
+            "output when --prediction.output is not given)"
+        )
     if target.exists() and not target.is_file():
         raise OutputError(
             f"{target}: is not a regular file (a device, pipe or socket), which writing the "

@@ -108,3 +108,28 @@ def test_a_full_disk_while_writing_is_one_line(model_path, tmp_path):
             stdout=full,
         )
     _one_line(result, "No space left on device")
+
+
+def test_a_symbolic_link_is_refused_and_left_a_link(tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("kept\n", encoding="utf-8")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with pytest.raises(OutputError, match="symbolic link"):
+        check_output_file(link)
+    assert link.is_symlink() and target.read_text(encoding="utf-8") == "kept\n"
+
+
+def test_predictions_never_replace_their_input(model_path, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("a b\nc\n", encoding="utf-8")
+    result = _seqtag(
+        "predict",
+        f"--ckpt_path={model_path}",
+        f"--data.predict_path={text}",
+        "--data.predict_format=text",
+        f"--prediction.output={tmp_path / '.' / 'in.txt'}",
+        cwd=tmp_path,
+    )
+    _one_line(result, "is the input")
+    assert text.read_text(encoding="utf-8") == "a b\nc\n"
