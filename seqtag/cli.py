@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import (
     LightningArgumentParser,
@@ -130,7 +131,8 @@ class SeqtagCLI(LightningCLI):
         """Lightning's trainer, reading checkpoints through :class:`SeqtagCheckpointIO`.
 
         So a file that ``--ckpt_path last`` or ``hpc`` resolves to is validated like a named
-        one. A ``CheckpointIO`` plugin of the user's own is left alone.
+        one. A ``CheckpointIO`` plugin of the user's own is left alone. Trainer settings it
+        refuses (``--trainer.max_epochs -5``) are a command-line error (one line, status 2).
         """
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_config = config.get("trainer") or {}
@@ -140,7 +142,10 @@ class SeqtagCLI(LightningCLI):
         )
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = [*plugins, SeqtagCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as err:
+            raise CommandLineError(f"trainer: {err}") from err
 
     def after_instantiate_classes(self) -> None:
         install_resume_support(self.trainer)

@@ -211,3 +211,16 @@ def test_parsed_values_are_plain_numbers_in_hyper_parameters(tmp_path, monkeypat
     torch.save(hparams, buffer)
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True) == hparams
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("--trainer.max_epochs=-5", "max_epochs"), ("--trainer.devices=0", "devices")],
+)
+def test_trainer_settings_lightning_refuses_are_one_line_exit_2(capsys, tmp_path, option, message):
+    tiny = str(REPO / "tests" / "fixtures" / "tiny.conllu")
+    code, _, err = _run(
+        capsys, "fit", f"--data.train_path={tiny}", "--trainer.logger=false", option
+    )
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("seqtag: error: trainer: ") and message in err

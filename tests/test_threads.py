@@ -225,9 +225,9 @@ def test_disabled_does_nothing(no_thread_variables, two_threads):
 
 
 def test_bad_options_are_one_line_errors():
-    with pytest.raises(ConfigError, match="threads.enabled must be true or false"):
+    with pytest.raises(ConfigError, match=r"threads\.enabled must be true or false"):
         ThreadPolicy(enabled="yes")
-    with pytest.raises(ConfigError, match="threads.interval_s must be a number >= 0"):
+    with pytest.raises(ConfigError, match=r"threads\.interval_s must be a number >= 0"):
         ThreadPolicy(interval_s=-1)
 
 
