@@ -57,15 +57,16 @@ def worker(args: argparse.Namespace) -> None:
     import logging
     import warnings
 
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     import lightning.pytorch as pl
     import torch
     from corpus_slice import head_sentences
 
     from seqtag import SequenceTagger, TaggingDataModule
     from seqtag.threads import ThreadPolicy
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     scratch = Path(args.scratch)
     train = scratch / "train.conllu"

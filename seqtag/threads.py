@@ -238,6 +238,15 @@ class ThreadPolicy(Callback):
             self.controller = controller
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()  # Lightning skips teardown hooks when a stage fails
+
+    def _restore(self) -> None:
+        """Back to the budget, so the process after the run has the threads it had before."""
         if self.controller is not None:
             torch.set_num_threads(self.controller.budget)
             self.controller = None

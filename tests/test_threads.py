@@ -261,6 +261,27 @@ def test_the_callback_checks_at_most_every_interval(no_thread_variables, two_thr
     assert torch.get_num_threads() == 2 and policy.controller is None
 
 
+def test_a_failed_stage_restores_the_budget(no_thread_variables, two_threads):
+    machine = FakeMachine()
+    policy = ThreadPolicy(interval_s=0.0)
+    policy.reader, policy.clock = machine.reader, machine.clock
+    policy.setup(_cpu_trainer(), None, "fit")
+    machine.run(0.5, others=1.0)
+    policy.on_train_batch_start(None)
+    assert torch.get_num_threads() == 1
+    policy.on_exception(None, None, RuntimeError("boom"))
+    assert torch.get_num_threads() == 2 and policy.controller is None
+
+
+def test_without_proc_stat_the_callback_stays_off(no_thread_variables, two_threads):
+    policy = ThreadPolicy(interval_s=0.0)
+    policy.reader = lambda: None
+    policy.setup(_cpu_trainer(), None, "fit")
+    assert policy.controller is None
+    policy.on_train_batch_start(None)
+    assert torch.get_num_threads() == 2
+
+
 def test_under_cpu_ddp_the_budget_is_the_process_share(no_thread_variables, two_threads):
     machine = FakeMachine()
     policy = ThreadPolicy(interval_s=0.0)
