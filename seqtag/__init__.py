@@ -46,6 +46,7 @@ _EXPORTS = {
     "PredictionWriter": "seqtag.callbacks",
     "TemperatureCalibration": "seqtag.calibrate",
     "ReliabilityDiagram": "seqtag.reliability",
+    "ThreadPolicy": "seqtag.threads",
     "SeqtagError": "seqtag.errors",
     "CorpusFormatError": "seqtag.errors",
     "VectorFormatError": "seqtag.errors",
