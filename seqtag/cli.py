@@ -93,8 +93,10 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(TemperatureCalibration, "calibration")
         # After test: reliability bins (JSON) and diagrams (--reliability.enabled false).
         parser.add_lightning_class_args(ReliabilityDiagram, "reliability")
-        # Fewer intra-op threads while other processes keep cores busy (--threads.enabled false).
+        # Fewer intra-op threads while other processes keep cores busy: opt-in
+        # (--threads.enabled true), as results then depend on the load (see README).
         parser.add_lightning_class_args(ThreadPolicy, "threads")
+        parser.set_defaults({"threads.enabled": False})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.

@@ -348,10 +348,12 @@ def _spin_count(stderr: str) -> str | None:
     return None
 
 
-def test_the_command_adds_the_policy_and_passive_openmp_waits():
-    done = _command(["fit", "--threads.enabled", "false", "--print_config"])
+def test_the_command_offers_the_policy_off_by_default_and_passive_openmp_waits():
+    done = _command(["fit", "--print_config"])
     assert done.returncode == 0, done.stderr
     assert "threads:\n  enabled: false\n  interval_s: 2.0\n" in done.stdout
+    done = _command(["fit", "--threads.enabled", "true", "--print_config"])
+    assert "threads:\n  enabled: true\n" in done.stdout
     if _spin_count(done.stderr) is None:
         pytest.skip("torch's OpenMP is not libgomp")
     assert _spin_count(done.stderr) == "0"  # OMP_WAIT_POLICY=PASSIVE: idle workers sleep
