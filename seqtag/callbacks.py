@@ -313,6 +313,8 @@ class ConfusionMatrixPlot(Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         counts = pl_module.test_confusion.compute().cpu()  # synced: every rank calls it
         pl_module.test_confusion.reset()
+        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks.
+        directory = trainer.log_dir or trainer.default_root_dir
         if not trainer.is_global_zero:
             return
         import matplotlib
@@ -344,7 +346,6 @@ class ConfusionMatrixPlot(Callback):
                     )
         figure.colorbar(image, ax=axes, fraction=0.046)
         figure.tight_layout()
-        directory = trainer.log_dir or trainer.default_root_dir
         self.path = Path(self.output) if self.output else Path(directory) / "confusion_matrix.png"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(self.path, dpi=120)

@@ -157,12 +157,13 @@ class ReliabilityDiagram(Callback):
         self.paths: list[Path] = []
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        calibration = getattr(pl_module, "test_calibration", None)
-        if not self.enabled or not trainer.is_global_zero or not getattr(calibration, "bins", None):
+        if not self.enabled or (self.dirpath is None and not trainer.loggers):
             return
-        if self.dirpath is None and not trainer.loggers:
-            return
+        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks.
         folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
+        calibration = getattr(pl_module, "test_calibration", None)
+        if not trainer.is_global_zero or not getattr(calibration, "bins", None):
+            return
         temperature = float(pl_module.tagger.temperature)
         bins, values = calibration.bins, calibration.values
         report: dict[str, Any] = {"bins": len(bins["ece"]), "temperature": temperature}

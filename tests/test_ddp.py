@@ -219,8 +219,12 @@ def test_ddp_test_metrics_equal_single_process(ddp_trained, ewt_slice, tmp_path)
     for name, ddp in (("single", False), ("ddp", True)):
         out = tmp_path / name
         run_args = [*args, f"--ckpt_path={best}", f"--trainer.logger.init_args.save_dir={out}"]
+        # The plots ask for the log folder, a collective under DDP, from every rank.
+        run_args.append("--trainer.callbacks+=seqtag.callbacks.ConfusionMatrixPlot")
         _seqtag("test", run_args, out / "record", ddp=ddp)
         metrics[name] = _metrics(out)
+        assert len(list(out.rglob("confusion_matrix.png"))) == 1
+        assert len(list(out.rglob("reliability.json"))) == 1
         if ddp:
             shards = [rank["test"] for rank in _recorded(out / "record", "test")]
             assert len(shards) == 2
