@@ -93,10 +93,9 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(TemperatureCalibration, "calibration")
         # After test: reliability bins (JSON) and diagrams (--reliability.enabled false).
         parser.add_lightning_class_args(ReliabilityDiagram, "reliability")
-        # Fewer intra-op threads while other processes keep cores busy: opt-in
-        # (--threads.enabled true), as results then depend on the load (see README).
+        # Fewer intra-op threads while other processes keep cores busy (--threads.enabled
+        # false); off for --trainer.deterministic true, whose results must not depend on load.
         parser.add_lightning_class_args(ThreadPolicy, "threads")
-        parser.set_defaults({"threads.enabled": False})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.

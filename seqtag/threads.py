@@ -202,7 +202,10 @@ class ThreadPolicy(Callback):
     what it was at setup (capped under CPU DDP at the process's share of the cores).
 
     Only on the CPU accelerator, and never with ``SEQTAG_THREADS`` or ``OMP_NUM_THREADS`` set
-    (an explicit choice is kept as it is) or where ``/proc/stat`` is missing.
+    (an explicit choice is kept as it is), where ``/proc/stat`` is missing, or in a
+    deterministic run (``Trainer(deterministic=True)``, which turns on torch's deterministic
+    algorithms): matrix products of realistic size round differently with 1 and 2 threads, so a
+    load-dependent thread count would make results depend on what else the machine ran.
 
     Args:
         enabled: adapt the thread count; ``False`` leaves it fixed.
@@ -226,6 +229,8 @@ class ThreadPolicy(Callback):
         self.controller = None
         if not self.enabled or explicit_threads() is not None:
             return
+        if torch.are_deterministic_algorithms_enabled():
+            return  # results must not depend on the machine's load
         if not isinstance(getattr(trainer, "accelerator", None), CPUAccelerator):
             return
         configure_threads(trainer)  # the budget: the DDP share, or what the user chose

@@ -348,20 +348,41 @@ def _spin_count(stderr: str) -> str | None:
     return None
 
 
-def test_the_command_offers_the_policy_off_by_default_and_passive_openmp_waits():
+def test_the_command_adapts_threads_by_default_and_leaves_openmp_waits_alone():
     done = _command(["fit", "--print_config"])
     assert done.returncode == 0, done.stderr
-    assert "threads:\n  enabled: false\n  interval_s: 2.0\n" in done.stdout
-    done = _command(["fit", "--threads.enabled", "true", "--print_config"])
-    assert "threads:\n  enabled: true\n" in done.stdout
+    assert "threads:\n  enabled: true\n  interval_s: 2.0\n" in done.stdout
     if _spin_count(done.stderr) is None:
         pytest.skip("torch's OpenMP is not libgomp")
-    assert _spin_count(done.stderr) == "0"  # OMP_WAIT_POLICY=PASSIVE: idle workers sleep
+    assert _spin_count(done.stderr) != "0"  # libgomp's default: spin a while (faster idle)
 
 
-def test_a_wait_policy_of_the_users_wins():
-    done = _command(["--version"], OMP_WAIT_POLICY="ACTIVE")
-    assert done.returncode == 0, done.stderr
-    if _spin_count(done.stderr) is None:
-        pytest.skip("torch's OpenMP is not libgomp")
-    assert _spin_count(done.stderr) != "0"
+def test_deterministic_runs_keep_their_thread_count(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("SEQTAG_THREADS", raising=False)
+    policy = ThreadPolicy()
+    controllers = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            controllers.append(policy.controller)
+
+    data = TaggingDataModule(train_path=str(REPO / "tests" / "fixtures" / "tiny.conllu"))
+    for deterministic in (False, True):
+        controllers.clear()
+        trainer = pl.Trainer(
+            max_epochs=1,
+            deterministic=deterministic,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[policy, Watch()],
+        )
+        try:
+            trainer.fit(SequenceTagger(hidden_size=8), datamodule=data)
+        finally:
+            torch.use_deterministic_algorithms(False)
+        assert controllers
+        adapting = any(controller is not None for controller in controllers)
+        assert adapting is (not deterministic and torch.get_num_threads() > 1)
