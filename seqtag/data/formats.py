@@ -8,6 +8,8 @@ with a 200,000-line corpus needs to know exactly where to look.
 Each format has a lazy reader (``iter_*``: one sentence at a time, for tagging corpora of any
 size) and a list reader (``read_*``) for the training and evaluation splits, which fit in memory
 many times over and are counted, sorted and bucketed. ``-`` as a path reads standard input.
+The untagged formats (plain text, JSON Lines) are read by :mod:`seqtag.data.untagged_formats`;
+:func:`iter_corpus` reads every format.
 
 Line breaks: a line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (see
 :func:`~seqtag.data.text_files.open_text`). The other characters that some software takes for a
@@ -23,26 +25,27 @@ needs cleaning anyway.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
+from seqtag.data.sentence import Sentence, split_fields
 from seqtag.data.text_files import (
     LINE_BREAK,
     STDIN,
-    describe_line_break,
     line_break_error,
     open_text,
 )
+from seqtag.data.untagged_formats import iter_jsonl, iter_plain, read_plain
 from seqtag.errors import ConfigError, CorpusFormatError
 
 __all__ = [
     "CorpusFormat",
     "Sentence",
     "iter_corpus",
+    "iter_jsonl",
+    "iter_plain",
     "read_columns",
     "read_conllu",
     "read_corpus",
@@ -55,35 +58,6 @@ CorpusFormat = Literal["conllu", "columns", "text", "jsonl"]
 _DOCSTART = "-DOCSTART-"
 # Multiword tokens ("1-2") and empty nodes ("8.1") are not words of the surface sentence.
 _SKIPPED_ID = re.compile(r"[0-9]+(?:-[0-9]+|\.[0-9]+)\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class Sentence:
-    """One sentence as read from a corpus file.
-
-    Attributes:
-        tokens: the word forms, in order.
-        tags: one tag per token, or ``None`` when the input carried no tags (plain text, or
-            ``require_tags=False`` and some tag missing).
-        line: 1-based line number of the sentence's first token line, so later errors (an
-            unknown tag, a bad BIO sequence) can point back into the file.
-        extra: the other fields of a JSON Lines record, passed through to the output.
-    """
-
-    tokens: tuple[str, ...]
-    tags: tuple[str, ...] | None
-    line: int
-    extra: dict | None = None
-
-
-def _split_fields(line: str) -> list[str]:
-    """Split on runs of spaces and tabs only (``str.split()`` would also split on NBSP etc.)."""
-    if "\t" in line:
-        line = line.replace("\t", " ")
-    fields = line.split(" ")
-    if "" in fields:
-        fields = [field for field in fields if field]
-    return fields
 
 
 def read_conllu(
@@ -237,7 +211,7 @@ def iter_columns(
     token_index = 0
     tag_index: int | None = None
     for lineno, line in open_text(path):
-        fields = _split_fields(line)
+        fields = split_fields(line)
         if fields and LINE_BREAK.search(line):
             raise line_break_error(path, lineno, line, 0, "a token or tag")
         if not fields or fields[0] == _DOCSTART:
@@ -289,60 +263,6 @@ def _tag_index(
             f"{n_columns} {plural}, and training/evaluation need a separate tag column",
         )
     return index
-
-
-def read_plain(path: str | os.PathLike[str]) -> list[Sentence]:
-    """All sentences of a plain-text file (see :func:`iter_plain`)."""
-    return list(iter_plain(path))
-
-
-def iter_plain(path: str | os.PathLike[str]) -> Iterator[Sentence]:
-    """Read one sentence per line, tokens separated by spaces or tabs, without tags.
-
-    Blank lines are skipped rather than read as empty sentences (a tagger has nothing to do
-    with them); each sentence keeps its own line number. A line break other than the line's
-    end inside a token is refused (see the module's docstring).
-    """
-    for lineno, line in open_text(path):
-        fields = _split_fields(line)
-        if fields and LINE_BREAK.search(line):
-            raise line_break_error(path, lineno, line, 0, "a token")
-        if fields:
-            yield Sentence(tuple(fields), None, lineno)
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Sentence]:
-    """Read JSON Lines: one object per line with a ``tokens`` list of strings.
-
-    The object's other fields are kept (``Sentence.extra``) and written back with the tags, so
-    ids and metadata travel through tagging. Blank lines are skipped; an empty ``tokens`` list
-    is a sentence without words. A token holding a line break (``"\\n"``, ``"\\u2028"`` and
-    the like, see the module's docstring) is refused: CoNLL output could not write it.
-    """
-    for lineno, line in open_text(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CorpusFormatError(path, lineno, f"not valid JSON ({err.msg})") from None
-        tokens = record.get("tokens") if isinstance(record, dict) else None
-        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
-            raise CorpusFormatError(
-                path, lineno, 'expected a JSON object with "tokens": a list of non-empty strings'
-            )
-        for number, token in enumerate(tokens, 1):
-            found = LINE_BREAK.search(token)
-            if found:
-                shown = repr(token) if len(token) <= 40 else repr(token[:40]) + "..."
-                raise CorpusFormatError(
-                    path,
-                    lineno,
-                    f"{describe_line_break(found.group())} inside token {number}, {shown} (a "
-                    "token cannot hold a line break: replace it with a space or remove it)",
-                )
-        extra = {key: value for key, value in record.items() if key != "tokens"}
-        yield Sentence(tuple(tokens), None, lineno, extra)
 
 
 _EXPECTED = {
