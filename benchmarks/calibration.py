@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +50,11 @@ from seeded_runs import (
     finish_common_options,
     fit_and_test,
     load_config,
+    make_work_folder,
     markdown_table,
     mean_sd,
     missing_inputs,
+    print_commands_and_finish,
     run_all,
     run_logged,
     seqtag_command,
@@ -313,12 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     configs = {task: args.configs[task] for task in args.tasks}
     if missing_inputs("calibration.py", configs.values()):
         return 2
-    temporary = args.work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="seqtag-calibration-")) if temporary else args.work_dir
-    if (work / "runs").exists() and any((work / "runs").iterdir()):
-        print(f"{work / 'runs'} holds earlier runs: choose an empty --work-dir", file=sys.stderr)
+    work = make_work_folder(args.work_dir, "seqtag-calibration-")
+    if work is None:
         return 2
-    print(f"work folder: {work}", file=sys.stderr)
     record: dict[str, Any] = {
         "benchmark": "confidence calibration: ECE before/after temperature scaling, token and "
         "span level; precision of confident spans",
@@ -391,17 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(record["tasks"], args.min_confidence))
     print(f"\nDone-when targets (mean over seeds {args.seeds}):")
     print("\n".join(target_lines(targets)))
-    print("\nCommands:")
-    for task, result in record["tasks"].items():
-        for run in result["runs"]:
-            for command in run["commands"]:
-                print(f"  [{task} seed {run['seed']}] {command}")
-    print(
-        f"\nseqtag {record['seqtag_version']}, torch {record['torch_version']}, "
-        f"{args.threads} thread(s) per run, {record['machine']['cpu_model']}; written to {output}"
+    print_commands_and_finish(
+        ((task, run) for task, result in record["tasks"].items() for run in result["runs"]),
+        record,
+        args,
+        output,
+        work,
     )
-    if temporary and not args.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +57,11 @@ from seeded_runs import (
     finish_common_options,
     fit_and_test,
     load_config,
+    make_work_folder,
     markdown_table,
     mean_sd,
     missing_inputs,
+    print_commands_and_finish,
     read_sentence_blocks,
     run_all,
     show,
@@ -223,12 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = load_config(args.config)
     data = data_options(config)
-    temporary = args.work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="seqtag-partial-")) if temporary else args.work_dir
-    if (work / "runs").exists() and any((work / "runs").iterdir()):
-        print(f"{work / 'runs'} holds earlier runs: choose an empty --work-dir", file=sys.stderr)
+    work = make_work_folder(args.work_dir, "seqtag-partial-")
+    if work is None:
         return 2
-    print(f"work folder: {work}", file=sys.stderr)
     view = corpus_view(
         config, work / "data" / "base", args.max_train_sentences, args.max_eval_sentences
     )
@@ -364,17 +361,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{counts['training_tokens']:,} tokens, {counts['hidden_chunks']:,} of "
             f"{counts['training_chunks']:,} chunks hidden"
         )
-    print("\nCommands:")
-    for result in results.values():
-        for run in result["runs"]:
-            for command in run["commands"]:
-                print(f"  [{run['variant']} seed {run['seed']}] {command}")
-    print(
-        f"\nseqtag {record['seqtag_version']}, torch {record['torch_version']}, "
-        f"{args.threads} thread(s) per run, {record['machine']['cpu_model']}; written to {output}"
+    print_commands_and_finish(
+        ((run["variant"], run) for result in results.values() for run in result["runs"]),
+        record,
+        args,
+        output,
+        work,
     )
-    if temporary and not args.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

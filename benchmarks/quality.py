@@ -45,9 +45,10 @@ def last_metrics(log_dir: Path) -> dict[str, float]:
     return merged
 
 
-def run_seed(config: str, runs: Path, name: str, seed: int, threads: int, extra: list[str]) -> dict:
-    folder = runs / name / f"seed{seed}"
-    common = [
+def seeded_run_options(config: str, seed: int, folder: Path) -> list[str]:
+    """The options ``seqtag fit`` and ``seqtag test`` share in one seeded run kept in ``folder``:
+    the config, the seed, and every output (logs, checkpoints) inside ``folder``."""
+    return [
         "--config",
         config,
         "--seed_everything",
@@ -60,8 +61,12 @@ def run_seed(config: str, runs: Path, name: str, seed: int, threads: int, extra:
         str(folder / "checkpoints"),
         "--trainer.enable_progress_bar",
         "false",
-        *extra,
     ]
+
+
+def run_seed(config: str, runs: Path, name: str, seed: int, threads: int, extra: list[str]) -> dict:
+    folder = runs / name / f"seed{seed}"
+    common = [*seeded_run_options(config, seed, folder), *extra]
     fit = [*seqtag_command(), "fit", *common, "--trainer.logger.init_args.name", "fit"]
     test = [
         *seqtag_command(),

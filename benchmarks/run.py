@@ -54,19 +54,22 @@ def lstm_forward_flops_per_token(input_dim: int, hidden: int) -> int:
     return 2 * (2 * 4 * hidden * (input_dim + hidden))
 
 
-def machine_info() -> dict:
-    import torch
-
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``unknown`` elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def machine_info() -> dict:
+    import torch
+
     return {
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_version": torch.__version__,

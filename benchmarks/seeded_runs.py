@@ -16,9 +16,11 @@ import argparse
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from quality import last_metrics, seqtag_command
+from quality import last_metrics, seeded_run_options, seqtag_command
+from run import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,21 +237,7 @@ def fit_and_test(
     ``common`` options go to both commands (data overrides), ``fit_only`` to the training run
     only (callbacks). Returns the test run's logged metrics, the commands and the timings.
     """
-    shared = [
-        "--config",
-        config,
-        "--seed_everything",
-        str(seed),
-        "--trainer.default_root_dir",
-        str(folder),
-        "--trainer.logger.init_args.save_dir",
-        str(folder),
-        "--checkpoint.dirpath",
-        str(folder / "checkpoints"),
-        "--trainer.enable_progress_bar",
-        "false",
-        *common,
-    ]
+    shared = [*seeded_run_options(config, seed, folder), *common]
     best = folder / "checkpoints" / "best.ckpt"
     fit = [*seqtag_command(), "fit", *shared, "--trainer.logger.init_args.name", "fit"]
     if epochs is not None:
@@ -380,14 +369,6 @@ def environment(argv: Sequence[str]) -> dict[str, Any]:
 
     import seqtag
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         revision = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
@@ -407,7 +388,7 @@ def environment(argv: Sequence[str]) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "machine": {
             "hostname": platform.node(),
-            "cpu_model": cpu,
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "usable_cores": usable_cores(),
             "cuda_available": torch.cuda.is_available(),
@@ -451,3 +432,35 @@ def target_lines(targets: Sequence[dict[str, Any]], digits: int = 4) -> list[str
             f"  {verdict}  {t['target']}: {measured}{worst}, target {t['op']} {t['threshold']:g}"
         )
     return lines
+
+
+def make_work_folder(work_dir: Path | None, prefix: str) -> Path | None:
+    """The folder for corpora, checkpoints and logs: a new temporary one, or ``work_dir`` if it
+    holds no earlier runs (``None`` then, with the reason printed)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix)) if work_dir is None else work_dir
+    if (work / "runs").exists() and any((work / "runs").iterdir()):
+        print(f"{work / 'runs'} holds earlier runs: choose an empty --work-dir", file=sys.stderr)
+        return None
+    print(f"work folder: {work}", file=sys.stderr)
+    return work
+
+
+def print_commands_and_finish(
+    labelled_runs: Iterable[tuple[str, dict[str, Any]]],
+    record: dict[str, Any],
+    args: argparse.Namespace,
+    output: Path,
+    work: Path,
+) -> None:
+    """Every run's commands, the versions and machine; then the work folder goes, if it was a
+    temporary one and ``--keep-work`` was not given."""
+    print("\nCommands:")
+    for label, run in labelled_runs:
+        for command in run["commands"]:
+            print(f"  [{label} seed {run['seed']}] {command}")
+    print(
+        f"\nseqtag {record['seqtag_version']}, torch {record['torch_version']}, "
+        f"{args.threads} thread(s) per run, {record['machine']['cpu_model']}; written to {output}"
+    )
+    if args.work_dir is None and not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
