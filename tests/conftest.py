@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,3 +80,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_seqtag(*args: str, cwd: Path, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    """``python -m seqtag ARGS`` in ``cwd`` on one thread, its stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "seqtag", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """Exit status 1, no traceback, and exactly one ``seqtag: error:`` line holding ``message``."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("seqtag: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr

@@ -9,14 +9,11 @@ checkpoint dictionaries accepts only a working model or that error.
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, train_checkpoint
+from conftest import REPO, assert_one_line_error, run_seqtag, train_checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -153,23 +150,6 @@ def test_plain_trainer_resuming_from_a_weights_only_checkpoint(checkpoints, tmp_
         trainer.fit(SequenceTagger(hidden_size=8), datamodule=data, ckpt_path=path)
 
 
-def _seqtag(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "seqtag", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
-def _assert_one_line(result: subprocess.CompletedProcess, message: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("seqtag: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["a tag removed", "hidden size edited", "NaN weights"])
 def test_edited_checkpoint_in_every_cli_entry_point(checkpoints, tmp_path, case):
@@ -195,7 +175,7 @@ def test_edited_checkpoint_in_every_cli_entry_point(checkpoints, tmp_path, case)
     commands[1].append("--data.predict_format=text")
     commands[3].append(f"--checkpoint.dirpath={tmp_path / 'run'}")
     for command in commands:
-        _assert_one_line(_seqtag(*command, cwd=tmp_path), message.split("|")[-1])
+        assert_one_line_error(run_seqtag(*command, cwd=tmp_path), message.split("|")[-1])
     assert not out.exists() and not model.exists()
 
 
@@ -205,7 +185,7 @@ def test_truncated_last_checkpoint_found_by_ckpt_path_last(checkpoints, tmp_path
     run = tmp_path / "run"
     run.mkdir()
     (run / "last.ckpt").write_bytes(checkpoints["words"].read_bytes()[:5000])
-    result = _seqtag(
+    result = run_seqtag(
         "fit",
         "--ckpt_path=last",
         f"--data.train_path={TINY}",
@@ -215,7 +195,7 @@ def test_truncated_last_checkpoint_found_by_ckpt_path_last(checkpoints, tmp_path
         "--model.hidden_size=8",
         cwd=tmp_path,
     )
-    _assert_one_line(result, "truncated or damaged")
+    assert_one_line_error(result, "truncated or damaged")
     assert str(run / "last.ckpt") in result.stderr
 
 

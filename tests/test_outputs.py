@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, train_checkpoint
+from conftest import REPO, assert_one_line_error, run_seqtag, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
 from seqtag.errors import OutputError
@@ -30,24 +28,6 @@ def model_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     data = TaggingDataModule(train_path=TINY, batch_size=2)
     return train_checkpoint(folder, data, SequenceTagger(hidden_size=8))
-
-
-def _seqtag(*args: str, cwd: Path, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "seqtag", *args],
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess, message: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("seqtag: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
 
 
 def test_a_named_pipe_is_refused_and_left_alone(tmp_path):
@@ -72,7 +52,7 @@ def test_predict_and_export_refuse_a_device_before_tagging(model_path, tmp_path)
     text = tmp_path / "in.txt"
     text.write_text("a b\n", encoding="utf-8")
     before = os.stat("/dev/null")
-    predict = _seqtag(
+    predict = run_seqtag(
         "predict",
         f"--ckpt_path={model_path}",
         f"--data.predict_path={text}",
@@ -80,15 +60,15 @@ def test_predict_and_export_refuse_a_device_before_tagging(model_path, tmp_path)
         "--prediction.output=/dev/null",
         cwd=tmp_path,
     )
-    _one_line(predict, "/dev/null: is not a regular file")
-    export = _seqtag(
+    assert_one_line_error(predict, "/dev/null: is not a regular file")
+    export = run_seqtag(
         "export",
         f"--ckpt_path={model_path}",
         "--format=torchscript",
         "--output=/dev/null",
         cwd=tmp_path,
     )
-    _one_line(export, "/dev/null: is not a regular file")
+    assert_one_line_error(export, "/dev/null: is not a regular file")
     after = os.stat("/dev/null")
     assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
 
@@ -99,7 +79,7 @@ def test_a_full_disk_while_writing_is_one_line(model_path, tmp_path):
     text = tmp_path / "in.txt"
     text.write_text("a b\n" * 50, encoding="utf-8")
     with open("/dev/full", "w") as full:
-        result = _seqtag(
+        result = run_seqtag(
             "predict",
             f"--ckpt_path={model_path}",
             f"--data.predict_path={text}",
@@ -107,7 +87,7 @@ def test_a_full_disk_while_writing_is_one_line(model_path, tmp_path):
             cwd=tmp_path,
             stdout=full,
         )
-    _one_line(result, "No space left on device")
+    assert_one_line_error(result, "No space left on device")
 
 
 def test_a_symbolic_link_is_refused_and_left_a_link(tmp_path):
@@ -123,7 +103,7 @@ def test_a_symbolic_link_is_refused_and_left_a_link(tmp_path):
 def test_predictions_never_replace_their_input(model_path, tmp_path):
     text = tmp_path / "in.txt"
     text.write_text("a b\nc\n", encoding="utf-8")
-    result = _seqtag(
+    result = run_seqtag(
         "predict",
         f"--ckpt_path={model_path}",
         f"--data.predict_path={text}",
@@ -131,5 +111,5 @@ def test_predictions_never_replace_their_input(model_path, tmp_path):
         f"--prediction.output={tmp_path / '.' / 'in.txt'}",
         cwd=tmp_path,
     )
-    _one_line(result, "is the input")
+    assert_one_line_error(result, "is the input")
     assert text.read_text(encoding="utf-8") == "a b\nc\n"
