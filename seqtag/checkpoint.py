@@ -27,7 +27,6 @@ from seqtag.checkpoint_schema import (
     check_layout,
     check_vocabulary_data,
 )
-from seqtag.data.schemes import normalize_scheme
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError
 
@@ -78,11 +77,6 @@ def read_checkpoint_section(checkpoint: Any) -> Vocabularies:
     try:
         check_vocabulary_data(section["vocabularies"])
         vocabularies = Vocabularies.from_dict(section["vocabularies"])
-        for scheme in (vocabularies.tag_scheme, vocabularies.corpus_scheme):
-            if scheme is not None:
-                normalize_scheme(scheme)
-        if vocabularies.max_word_length < 1:
-            raise ValueError(f"max_word_length {vocabularies.max_word_length} is not >= 1")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(
             f"the checkpoint's vocabularies are damaged ({type(err).__name__}: {err})"

@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
+from seqtag.data.schemes import normalize_scheme
 from seqtag.errors import CheckpointError, ConfigError
 from seqtag.options import check_ranges
 
@@ -86,6 +87,8 @@ def check_vocabulary_data(data: Any) -> None:
     for key in ("tag_scheme", "corpus_scheme"):
         if not isinstance(data.get(key), str | None):
             raise ValueError(f"'{key}' must be a scheme name or null")
+        if data.get(key) is not None:
+            normalize_scheme(data[key])  # a TagSchemeError (a ValueError) for unknown names
     length = data.get("max_word_length", 30)
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         raise ValueError(f"'max_word_length' must be an integer >= 1, found {length!r}")

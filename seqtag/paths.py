@@ -77,8 +77,8 @@ def _check_name_lengths(path: Path, room: int) -> None:
         spare = room if part == path.name else 0
         if len(os.fsencode(part)) + spare > limit:
             raise OutputError(
-                f"{str(path)[:60]}...: the name {part[:20]}... is {len(os.fsencode(part))} bytes "
-                f"long; this file system allows {limit - spare} here"
+                f"{_shortened(str(path), 60)}: the name {_shortened(part, 20)} is "
+                f"{len(os.fsencode(part))} bytes long; this file system allows {limit - spare} here"
             )
 
 
@@ -88,3 +88,9 @@ def _exists(path: Path) -> bool:
         return path.exists()
     except OSError:
         return False
+
+
+def _shortened(text: str, keep: int) -> str:
+    """``text`` cut to ``keep`` characters and ``...`` when longer (a 300-byte name in a message
+    would hide what the message says)."""
+    return text if len(text) <= keep else text[:keep] + "..."
