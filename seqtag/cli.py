@@ -28,14 +28,14 @@ from seqtag.callbacks import PredictionProgressBar, PredictionWriter
 from seqtag.checkpoint import SeqtagCheckpointIO, read_checkpoint_file
 from seqtag.checkpoint_schema import check_arguments, check_hyperparameters
 from seqtag.cli_messages import (
+    one_line_errors,
     parser_error_line,
-    print_error,
     silence_stdout,
     summarize_parser_error,
     undecodable_config,
 )
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.errors import CheckpointError, CommandLineError, ConfigError, SeqtagError
+from seqtag.errors import CheckpointError, CommandLineError, ConfigError
 from seqtag.module import SequenceTagger
 from seqtag.paths import check_output_folder
 from seqtag.reliability import ReliabilityDiagram
@@ -338,48 +338,42 @@ def _run(args: list[str] | None) -> None:
         # Let Lightning read sys.argv itself: passing args= as well makes it warn.
         sys.argv[1:] = argv
     _configure_logging()
-    try:
-        SeqtagCLI(
-            SequenceTagger,
-            TaggingDataModule,
-            subclass_mode_model=True,
-            save_config_callback=TrainingConfigSaver,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
-            args=None if args is None else argv,
-        )
-    except ArgumentError as err:
-        # Parse errors of the command line became CommandLineErrors in parse_arguments; what
-        # reaches here is Lightning merging --ckpt_path's hyper-parameters into the config.
-        if debug:
-            raise
-        checkpoint = _checkpoint_argument(argv) or "the checkpoint"
-        print_error(
-            CheckpointError(
+    with one_line_errors(debug):  # user errors and the system's refusals: one line
+        try:
+            SeqtagCLI(
+                SequenceTagger,
+                TaggingDataModule,
+                subclass_mode_model=True,
+                save_config_callback=TrainingConfigSaver,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
+                args=None if args is None else argv,
+            )
+        except ArgumentError as err:
+            # Parse errors of the command line became CommandLineErrors in parse_arguments;
+            # what reaches here is Lightning merging --ckpt_path's hyper-parameters into the
+            # config.
+            if debug:
+                raise
+            checkpoint = _checkpoint_argument(argv) or "the checkpoint"
+            raise CheckpointError(
                 f"{checkpoint}: its hyper-parameters do not fit this version of seqtag: "
                 f"{summarize_parser_error(str(err))}"
-            )
-        )
-    except SeqtagError as err:
-        if debug:
-            raise
-        checkpoint = _checkpoint_argument(argv)
-        if isinstance(err, CheckpointError) and checkpoint and checkpoint not in str(err):
-            err = CheckpointError(f"{checkpoint}: {err}")  # found wrong only once it was loaded
-        print_error(err)
-    except UnicodeDecodeError:
-        # jsonargparse reads --config files (and YAML given to any option) without a filename
-        # in its error; find the file on the command line, or it was not the user's input.
-        error = None if debug else undecodable_config(argv)
-        if error is None:
-            raise
-        print_error(error)
-    except BrokenPipeError:
-        raise  # main() ends quietly
-    except OSError as err:  # a full disk, a name the file system refuses: not a bug
-        if debug:
-            raise
-        print_error(err)
+            ) from None
+        except CheckpointError as err:
+            checkpoint = _checkpoint_argument(argv)
+            if debug or not checkpoint or checkpoint in str(err):
+                raise
+            # found wrong only once it was loaded: name the file
+            raise CheckpointError(f"{checkpoint}: {err}") from None
+        except UnicodeDecodeError:
+            # jsonargparse reads --config files (and YAML given to any option) without a
+            # filename in its error; find the file on the command line, or it was not the
+            # user's input.
+            error = None if debug else undecodable_config(argv)
+            if error is None:
+                raise
+            raise error from None
 
 
 def _checkpoint_argument(argv: list[str]) -> str | None:
