@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from seqtag.data.batching import EncodedDataset, LengthBucketSampler, collate
 from seqtag.errors import ConfigError, OutputError
 from seqtag.evaluation import ECE_BINS, predicted_confidence
 from seqtag.models.tagger import Tagger
+from seqtag.resume import AtomicCheckpointIO
 
 __all__ = [
     "DevSet",
@@ -185,18 +185,11 @@ def write_temperature(checkpoint: dict[str, Any], temperature: float, path: str 
     never half of one."""
     state = checkpoint["state_dict"]
     state[TEMPERATURE_KEY] = torch.tensor(float(temperature), dtype=torch.float32)
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
     try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(checkpoint, stream)
-        os.replace(temporary, target)
+        # The writer of every seqtag checkpoint: synced, the usual file mode, renamed into place.
+        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise OutputError(f"{target}: cannot write the calibrated checkpoint: {error}") from error
+        raise OutputError(f"{path}: cannot write the calibrated checkpoint: {error}") from error
 
 
 class TemperatureCalibration(Callback):

@@ -94,3 +94,20 @@ def _shortened(text: str, keep: int) -> str:
     """``text`` cut to ``keep`` characters and ``...`` when longer (a 300-byte name in a message
     would hide what the message says)."""
     return text if len(text) <= keep else text[:keep] + "..."
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """``text`` as ``path``, whole or not at all: written beside it, synced, renamed into place.
+
+    For the small records a resumed run reads back (progress, uncertain sentences) and the
+    files written once at the end; a kill leaves the old file or the new one, never a part.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None

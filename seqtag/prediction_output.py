@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from seqtag.errors import OutputError
-from seqtag.paths import check_output_file
+from seqtag.paths import check_output_file, write_text_atomically
 
 #: Layout version of the progress files.
 PROGRESS_VERSION = 1
@@ -115,10 +115,7 @@ class OutputSink:
             "world_size": self.world_size,
             "offsets": self.offsets,
         }
-        progress = self.progress(self.rank)
-        temporary = progress.with_name(progress.name + ".tmp")
-        temporary.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(temporary, progress)
+        write_text_atomically(self.progress(self.rank), json.dumps(record))
 
     def close(self) -> None:
         if self._stream is not None:

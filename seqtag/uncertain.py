@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtag.errors import ConfigError, OutputError
-from seqtag.paths import check_output_file
+from seqtag.paths import check_output_file, write_text_atomically
 from seqtag.prediction_format import format_jsonl, span_records
 
 #: Layout version of the saved heaps.
@@ -130,7 +130,7 @@ class UncertainOutput:
             "chunks": chunks,
             "sentences": self.heap.records(),
         }
-        _write_atomically(self.state(self.rank), json.dumps(record, ensure_ascii=False))
+        write_text_atomically(self.state(self.rank), json.dumps(record, ensure_ascii=False))
 
     def write(self) -> None:
         """Rank 0, once every process has saved its heap: the merged choice, as ``F``."""
@@ -151,8 +151,8 @@ class UncertainOutput:
         if fmt in SIDECAR_FORMATS:
             scores = [{"index": r["index"], "uncertainty": _rounded(r)} for r in records]
             sidecar = self.path.with_name(self.path.name + ".json")
-            _write_atomically(sidecar, json.dumps(scores) + "\n")
-        _write_atomically(self.path, "".join(_format(r, fmt, self.tag_field) for r in records))
+            write_text_atomically(sidecar, json.dumps(scores) + "\n")
+        write_text_atomically(self.path, "".join(_format(r, fmt, self.tag_field) for r in records))
 
     def cleanup(self) -> None:
         """Rank 0, after the output is in place: remove every process's saved heap."""
@@ -183,16 +183,3 @@ def _format(record: dict[str, Any], fmt: str, tag_field: str) -> str:
     extra = {**(record.get("extra") or {}), "uncertainty": _rounded(record)}
     spans = record.get("spans")
     return format_jsonl(tokens, tags, None, extra, span_records(spans) if spans else spans)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """``text`` as ``path``, whole or not at all (a temporary file renamed into place)."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
