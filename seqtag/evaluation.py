@@ -35,7 +35,7 @@ from seqtag.calibration import CalibrationError, ReliabilityBin, span_correctnes
 from seqtag.data.batching import UNKNOWN_TARGET
 from seqtag.data.schemes import get_spans
 from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
-from seqtag.models.crf_spans import SpanTags, crf_span_marginals, softmax_span_confidence
+from seqtag.models.crf_spans import SpanTags, span_confidence
 from seqtag.models.tagger import Tagger
 
 if TYPE_CHECKING:
@@ -236,10 +236,10 @@ class TestCalibration(nn.Module):
         right = torch.tensor(correct, device=emissions.device)
         mask, span_tags = batch["mask"], self.span_tags
         scale = tagger.temperature
-        confidence = span_confidence(tagger, emissions, mask, encoded, span_tags, scale)
+        confidence = span_confidence(tagger.crf, emissions, mask, encoded, span_tags, scale)
         self.metrics["span_ece"].update(confidence, right)
         if self._scaled:
-            confidence = span_confidence(tagger, emissions, mask, encoded, span_tags, None)
+            confidence = span_confidence(tagger.crf, emissions, mask, encoded, span_tags, None)
         self.metrics["span_ece_uncalibrated"].update(confidence, right)
 
     def compute(self) -> dict[str, Tensor]:
@@ -289,17 +289,3 @@ def predicted_confidence(
             scores = scores / temperature
         probabilities = scores.softmax(dim=-1)
     return probabilities.gather(-1, predicted.unsqueeze(-1)).squeeze(-1)
-
-
-def span_confidence(
-    tagger: Tagger,
-    emissions: Tensor,
-    mask: Tensor,
-    spans: Tensor,
-    span_tags: SpanTags,
-    temperature: Tensor | float | None,
-) -> Tensor:
-    """:meth:`Tagger.span_confidence` at a given temperature (``None``: unscaled)."""
-    if tagger.crf is None:
-        return softmax_span_confidence(emissions, spans, span_tags, mask, temperature)
-    return crf_span_marginals(tagger.crf, emissions, mask, spans, span_tags, temperature)

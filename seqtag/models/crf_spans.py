@@ -175,6 +175,21 @@ def softmax_span_confidence(
     return factor.clamp(0.0, 1.0).prod(dim=1)
 
 
+def span_confidence(
+    crf: CRF | None,
+    emissions: Tensor,
+    mask: Tensor | None,
+    spans: Tensor,
+    span_tags: SpanTags,
+    temperature: Temperature = None,
+) -> Tensor:
+    """Probability of each span [N]: exact with a CRF (:func:`crf_span_marginals`), the
+    per-token product with softmax (``crf=None``, :func:`softmax_span_confidence`)."""
+    if crf is None:
+        return softmax_span_confidence(emissions, spans, span_tags, mask, temperature)
+    return crf_span_marginals(crf, emissions, mask, spans, span_tags, temperature)
+
+
 def best_path_probability(
     crf: CRF | None,
     emissions: Tensor,

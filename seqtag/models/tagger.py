@@ -12,8 +12,7 @@ from seqtag.models.crf_partial import softmax_nll, softmax_partial_nll
 from seqtag.models.crf_spans import (
     SpanTags,
     best_path_probability,
-    crf_span_marginals,
-    softmax_span_confidence,
+    span_confidence,
 )
 from seqtag.models.encoder import BiRNNEncoder, Lengths
 
@@ -132,12 +131,10 @@ class Tagger(nn.Module):
     ) -> Tensor:
         """Calibrated probability of each span [N] (rows ``(batch row, start, end, type)``).
 
-        Exact with a CRF (:func:`crf_span_marginals`), a per-token product with softmax
-        (:func:`softmax_span_confidence`).
+        Exact with a CRF, a per-token product with softmax
+        (:func:`~seqtag.models.crf_spans.span_confidence`).
         """
-        if self.crf is None:
-            return softmax_span_confidence(emissions, spans, span_tags, mask, self.temperature)
-        return crf_span_marginals(self.crf, emissions, mask, spans, span_tags, self.temperature)
+        return span_confidence(self.crf, emissions, mask, spans, span_tags, self.temperature)
 
     def best_path_probability(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """Calibrated probability of each sentence's predicted tags [B]; 1 minus it ranks
