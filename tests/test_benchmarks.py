@@ -113,3 +113,32 @@ def test_quality_runner_trains_tests_and_summarises_each_seed(tmp_path):
     assert summary["mean"] == pytest.approx(sum(summary["scores"]) / 2)
     assert "--seed_everything 2" in summary["runs"][1]["commands"][0]
     assert "test_acc" in done.stdout
+
+
+@pytest.mark.slow
+def test_training_bound_reports_the_lstm_kernels_share_and_ceiling(tmp_path):
+    """A smoke run: every variant has a Trainer rate, a profiled step and a ceiling above it."""
+    shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
+    shared_path("embeddings", "w2v-en-100d.bin")
+    out = tmp_path / "bound.json"
+    args = ("--epochs", "1", "--limit-batches", "5", "--steps", "5", "--output", str(out))
+    done = _run_script("training_bound.py", *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert set(result["variants"]) == {"softmax", "crf", "softmax_sgd", "crf_sgd"}
+    for variant in result["variants"].values():
+        assert variant["steps"] == 5
+        assert variant["trainer_tokens_per_s"] > 0
+        assert 0 < variant["lstm_kernel_ms_per_step"] < variant["step_ms"]
+        assert 0 < variant["lstm_kernel_share_of_step"] < 1
+        # Everything but the LSTM kernels taking no time can only be faster.
+        assert variant["ceiling_tokens_per_s"] > variant["tight_loop_tokens_per_s"]
+    assert result["matmul_peak_gflops"] > 0
+    assert result["lstm_direction_fwd_bwd_ms"]["float32"] > 0
+    assert "ceiling tokens/s" in done.stdout
+
+
+def test_training_bound_without_data_exits_with_a_message(tmp_path):
+    done = _run_script("training_bound.py", "--data-root", str(tmp_path), timeout=120)
+    assert done.returncode == 2
+    assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
