@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from seqtag.cli_messages import one_line_errors
@@ -112,8 +111,7 @@ def run(options: argparse.Namespace) -> None:
     checkpoint = read_checkpoint_file(options.ckpt_path)
     model = SequenceTagger.load_from_checkpoint(options.ckpt_path, map_location="cpu")
     datamodule = TaggingDataModule(val_path=options.val_path, **_data_options(options, checkpoint))
-    # The DataModule encodes with its trainer's model's vocabularies; no Trainer is needed here.
-    datamodule.trainer = SimpleNamespace(lightning_module=model, callbacks=[])
+    datamodule.encode_with(model.vocabularies)
     dev = collect_dev_set(model, full_dev_batches(datamodule))
     temperature, before, after = fit_dev_temperature(model.tagger, dev)
     ece_before = token_ece(model.tagger, dev, None)

@@ -250,3 +250,33 @@ def test_a_few_ill_formed_tags_are_repaired_and_said(tmp_path, corpus, caplog):
         dm.setup("fit")
     assert "iob2.txt:47: 'I-NP' after 'O' is not well-formed iob2" in caplog.text
     assert "read as the start of a chunk" in caplog.text
+
+
+def test_a_loop_of_your_own_encodes_with_the_models_vocabularies(corpus, tmp_path):
+    """No Trainer: ``encode_with`` gives the loaders the checkpoint's vocabularies."""
+    pl.seed_everything(0)
+    model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=_datamodule(corpus))
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    restored = SequenceTagger.load_from_checkpoint(tmp_path / "model.ckpt").eval()
+
+    dm = _datamodule(corpus, train_path=None, val_path=None)
+    with pytest.raises(ConfigError, match="no trained model"):
+        dm.test_dataloader()
+    dm.encode_with(restored.vocabularies)
+    (batch,) = list(dm.test_dataloader())
+    with torch.no_grad():
+        ids = restored.tagger.predict(restored(batch), batch["mask"])
+    tags = restored.to_corpus_tags(ids, batch["lengths"])
+    tokens = [line.split()[0] for line in TEST.splitlines()]
+    # "zebra" and "1984" never occur in training: encoded as the model would encode them.
+    assert tags == [[tag for tag, _ in restored.tag([tokens])[0]]]
+    assert batch["words"][0].tolist() == restored.vocabularies.encode_words(tokens)

@@ -167,10 +167,21 @@ class TaggingDataModule(pl.LightningDataModule):
         if val_from_train and val_path:
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self._sentences: dict[Split, list[Sentence]] = {}
+        self._given_vocabularies: Vocabularies | None = None
 
     # -- what the model says ---------------------------------------------------------------
+    def encode_with(self, vocabularies: Vocabularies) -> None:
+        """Encode every split with a trained model's vocabularies, with or without a Trainer.
+
+        In a Trainer the DataModule asks the trainer's model; a loop of your own (or
+        ``seqtag calibrate``) has no trainer, so give it ``model.vocabularies`` here. They win
+        over a trainer's model from then on.
+        """
+        self._given_vocabularies = vocabularies
     def _model_vocabularies(self) -> Vocabularies | None:
-        """The vocabularies of the trainer's model, once it has them (trained or restored)."""
+        """Those given to :meth:`encode_with`, else the trainer's model's once it has them."""
+        if self._given_vocabularies is not None:
+            return self._given_vocabularies
         model = self.trainer.lightning_module if self.trainer is not None else None
         return getattr(model, "vocabularies", None)
 
