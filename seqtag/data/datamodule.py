@@ -178,6 +178,7 @@ class TaggingDataModule(pl.LightningDataModule):
         over a trainer's model from then on.
         """
         self._given_vocabularies = vocabularies
+
     def _model_vocabularies(self) -> Vocabularies | None:
         """Those given to :meth:`encode_with`, else the trainer's model's once it has them."""
         if self._given_vocabularies is not None:
