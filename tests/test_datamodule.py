@@ -280,3 +280,15 @@ def test_a_loop_of_your_own_encodes_with_the_models_vocabularies(corpus, tmp_pat
     # "zebra" and "1984" never occur in training: encoded as the model would encode them.
     assert tags == [[tag for tag, _ in restored.tag([tokens])[0]]]
     assert batch["words"][0].tolist() == restored.vocabularies.encode_words(tokens)
+
+
+def test_encode_with_refuses_non_vocabularies_and_a_model_it_would_mislead(corpus, tmp_path):
+    dm = _datamodule(corpus, train_path=None, val_path=None)
+    model = SequenceTagger(data=_datamodule(corpus).spec, hidden_size=8)
+    with pytest.raises(ConfigError, match="got SequenceTagger"):
+        dm.encode_with(model)
+    other = _datamodule(corpus, min_freq=2).spec.vocabularies  # fewer words than the model's
+    dm.encode_with(other)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ConfigError, match="other vocabularies"):
+        trainer.test(model, datamodule=dm)

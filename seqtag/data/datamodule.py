@@ -174,17 +174,27 @@ class TaggingDataModule(pl.LightningDataModule):
         """Encode every split with a trained model's vocabularies, with or without a Trainer.
 
         In a Trainer the DataModule asks the trainer's model; a loop of your own (or
-        ``seqtag calibrate``) has no trainer, so give it ``model.vocabularies`` here. They win
-        over a trainer's model from then on.
+        ``seqtag calibrate``) has no trainer, so give it ``model.vocabularies`` here. A trainer
+        whose model has other vocabularies is refused rather than fed ids it would misread.
         """
+        if not isinstance(vocabularies, Vocabularies):
+            raise ConfigError(
+                f"encode_with takes a trained model's vocabularies (model.vocabularies), got "
+                f"{type(vocabularies).__name__}"
+            )
         self._given_vocabularies = vocabularies
 
     def _model_vocabularies(self) -> Vocabularies | None:
         """Those given to :meth:`encode_with`, else the trainer's model's once it has them."""
-        if self._given_vocabularies is not None:
-            return self._given_vocabularies
         model = self.trainer.lightning_module if self.trainer is not None else None
-        return getattr(model, "vocabularies", None)
+        own = getattr(model, "vocabularies", None)
+        given = self._given_vocabularies
+        if given is not None and own is not None and own != given:
+            raise ConfigError(
+                "the trainer's model has other vocabularies than those given to "
+                "TaggingDataModule.encode_with: its batches would be misread"
+            )
+        return given if given is not None else own
 
     def _vocabularies(self, split: Split) -> Vocabularies:
         """How text is encoded: the model's vocabularies, else those of the spec."""
