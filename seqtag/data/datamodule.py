@@ -12,7 +12,6 @@ and a setting that contradicts them is an error rather than a silent change of r
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from functools import cached_property
 from typing import Literal
 
@@ -328,25 +327,8 @@ class TaggingDataModule(pl.LightningDataModule):
                     allowed=allowed,
                 )
             )
-        if targets.unseen:
-            self._report_unseen_tags(split, targets.unseen, vocab, targets.known_tokens)
+        targets.report_unseen(self.paths[split] or split)
         return encoded
-
-    def _report_unseen_tags(
-        self, split: Split, unseen: Counter[str], vocab: Vocabularies, known_tokens: int
-    ) -> None:
-        listed = ", ".join(f"{tag} ({n})" for tag, n in unseen.most_common(10))
-        if sum(unseen.values()) == known_tokens:
-            known = ", ".join(list(vocab.tags)[:8])
-            raise ConfigError(
-                f"{self.paths[split] or split}: none of its gold tags is in the model's tag set "
-                f"({known}, ...), found {listed}: is this the right checkpoint and tag column?"
-            )
-        log.warning(
-            "%d gold tokens have tags never seen in training; they count as errors: %s",
-            sum(unseen.values()),
-            listed,
-        )
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
         dataset = EncodedDataset(self.encode(split))

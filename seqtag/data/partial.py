@@ -172,6 +172,27 @@ class GoldEncoder:
         self.known_tokens += len(tag_ids)
         return np.asarray(tag_ids, dtype=np.int64), None
 
+    def report_unseen(self, source: str) -> None:
+        """Warn about gold tags the model never saw; refuse a split where no tag is known.
+
+        ``source`` names the split's file in the error: when none of its tags is in the
+        tag set, it is the wrong checkpoint or the wrong tag column, not a hard test set.
+        """
+        if not self.unseen:
+            return
+        listed = ", ".join(f"{tag} ({n})" for tag, n in self.unseen.most_common(10))
+        if sum(self.unseen.values()) == self.known_tokens:
+            known = ", ".join(list(self.tags)[:8])
+            raise ConfigError(
+                f"{source}: none of its gold tags is in the model's tag set ({known}, ...), "
+                f"found {listed}: is this the right checkpoint and tag column?"
+            )
+        log.warning(
+            "%d gold tokens have tags never seen in training; they count as errors: %s",
+            sum(self.unseen.values()),
+            listed,
+        )
+
     def _partial(self, tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         possible = self.gold.possible(tags)
         num_tags = len(self.tags)
