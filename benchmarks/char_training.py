@@ -1,14 +1,15 @@
 """Training speed of the character models, against flair's character BiLSTM.
 
-    python benchmarks/char_training.py [--steps 150] [--flair /work/flairenv/bin/python]
+    python benchmarks/char_training.py [--epochs 2] [--flair /work/flairenv/bin/python]
 
-seqtag's softmax BiLSTM (1x256, the shipped 100-d vectors, batches of 32 EWT sentences, fused
-Adam) trains for ``--steps`` steps after 10 warm-up steps with ``char_features`` none, cnn and
-lstm, each in turn in this process; tokens/s counts real tokens. With ``--flair``, flair
-0.15.1's own ``flair_baseline.py speed --chars lstm`` (one timed epoch of EWT UPOS with its
-``CharacterEmbeddings``: 25-d characters, 25 units per direction, as seqtag's
-``char_features: lstm``) and ``--chars none`` run in flair's environment right after, so the
-ratios come from one run on one machine. Prints a table and writes
+seqtag's softmax BiLSTM (1x256, the shared 100-d vectors, batches of 32 EWT sentences, the
+model's defaults otherwise) trains through a plain ``Trainer`` for ``--epochs`` full epochs (the
+best counts) with ``char_features`` none, cnn and lstm, each in turn in this process; tokens/s
+counts real tokens. With ``--flair``, flair 0.15.1's own ``flair_baseline.py speed --chars
+lstm`` (one timed epoch of EWT UPOS through its trainer, with its ``CharacterEmbeddings``: 25-d
+characters, 25 units per direction, as seqtag's ``char_features: lstm``) and ``--chars none``
+run in flair's environment right after, so the ratios come from one run on one machine and
+both sides include their trainer and data loading. Prints a table and writes
 ``benchmarks/char_training.json``.
 """
 
@@ -18,49 +19,39 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import tempfile
-import time
+import warnings
 from datetime import date
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / "data" / "ud_en_ewt" / "en_ewt-ud-train.conllu.gz"
-VECTORS = REPO / "data" / "vectors" / "w2v-en-100d-ewt.bin"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from run import DEFAULT_DATA, data_paths  # noqa: E402
+from training_bound import trainer_epoch_rates  # noqa: E402
 
 
-def seqtag_rate(char_features: str, steps: int) -> float:
-    """Training tokens/s of one variant over ``steps`` steps (after 10 warm-up steps)."""
+def seqtag_rate(
+    char_features: str, paths: dict[str, Path], epochs: int, limit: int | None
+) -> float:
+    """Best-epoch training tokens/s of one variant through a plain ``Trainer``."""
     import lightning.pytorch as pl
 
     from seqtag import SequenceTagger, TaggingDataModule
 
     pl.seed_everything(0, verbose=False)
     data = TaggingDataModule(
-        train_path=str(TRAIN), format="conllu", batch_size=32, vectors=str(VECTORS)
+        train_path=str(paths["train"]),
+        format="conllu",
+        batch_size=32,
+        vectors=str(paths["vectors"]),
     )
     data.setup("fit")
     model = SequenceTagger(data=data.spec, hidden_size=256, char_features=char_features)
-    optimizer = model.configure_optimizers()["optimizer"]
-    model.train()
-    loader = iter(data.train_dataloader())
-    batches = [next(loader) for _ in range(steps + 10)]
-
-    def step(batch: dict) -> None:
-        loss = model.tagger.loss(model(batch), batch["tags"], batch["mask"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for batch in batches[:10]:
-        step(batch)
-    tokens = 0
-    start = time.perf_counter()
-    for batch in batches[10:]:
-        step(batch)
-        tokens += int(batch["mask"].sum())
-    return tokens / (time.perf_counter() - start)
+    return max(trainer_epoch_rates(model, data, epochs, limit))
 
 
 def flair_rate(python: Path, chars: str) -> dict:
@@ -74,13 +65,21 @@ def flair_rate(python: Path, chars: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--epochs", type=int, default=2, help="Trainer epochs; the best counts")
+    parser.add_argument("--limit-batches", type=int, help="batches per epoch (smoke runs)")
     parser.add_argument("--flair", type=Path, help="python of flair's venv")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "char_training.json")
     args = parser.parse_args()
-    rates = {chars: seqtag_rate(chars, args.steps) for chars in ("none", "cnn", "lstm")}
+    warnings.filterwarnings("ignore")
+    paths = data_paths(args.data_root)
+    rates = {
+        chars: seqtag_rate(chars, paths, args.epochs, args.limit_batches)
+        for chars in ("none", "cnn", "lstm")
+    }
     result: dict = {
-        "steps": args.steps,
+        "epochs": args.epochs,
+        "measured_through": "plain Trainer, best epoch",
         "batch_size": 32,
         "seqtag_tokens_per_s": {chars: round(rate) for chars, rate in rates.items()},
         "environment": {
@@ -90,7 +89,7 @@ def main() -> None:
             "date": date.today().isoformat(),
         },
     }
-    print(f"seqtag training, batch 32, {args.steps} steps:")
+    print(f"seqtag training through a Trainer, batch 32, best of {args.epochs} epochs:")
     for chars, rate in rates.items():
         print(f"  chars {chars:5} {rate:10,.0f} tokens/s")
     if args.flair:

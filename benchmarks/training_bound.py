@@ -101,10 +101,8 @@ def build(variant: str, paths: dict[str, Path]):
     return data, model
 
 
-def trainer_rate(
-    variant: str, paths: dict[str, Path], epochs: int, limit_batches: int | None = None
-) -> list[float]:
-    """Training tokens/s of each epoch of a plain ``Trainer.fit`` (real tokens)."""
+def trainer_epoch_rates(model, data, epochs: int, limit_batches: int | None = None) -> list[float]:
+    """Training tokens/s (real tokens) of each epoch of a plain, quiet ``Trainer.fit``."""
     import lightning.pytorch as pl
 
     class EpochTimer(pl.Callback):
@@ -120,7 +118,6 @@ def trainer_rate(
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             self.rates.append(self.tokens / (time.perf_counter() - self.start))
 
-    data, model = build(variant, paths)
     timer = EpochTimer()
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -258,7 +255,8 @@ def main() -> int:
         "variants": {},
     }
     for variant in VARIANTS:
-        rates = trainer_rate(variant, paths, args.epochs, args.limit_batches)
+        data, model = build(variant, paths)
+        rates = trainer_epoch_rates(model, data, args.epochs, args.limit_batches)
         profile_data = kernel_profile(variant, paths, args.steps)
         profile_data["trainer_epoch_tokens_per_s"] = [round(rate) for rate in rates]
         profile_data["trainer_tokens_per_s"] = max(rates)
