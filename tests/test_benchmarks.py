@@ -142,3 +142,17 @@ def test_training_bound_without_data_exits_with_a_message(tmp_path):
     done = _run_script("training_bound.py", "--data-root", str(tmp_path), timeout=120)
     assert done.returncode == 2
     assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
+
+
+@pytest.mark.slow
+def test_char_training_reports_each_character_model(tmp_path):
+    shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
+    shared_path("embeddings", "w2v-en-100d.bin")
+    out = tmp_path / "chars.json"
+    args = ("--epochs", "1", "--limit-batches", "3", "--output", str(out))
+    done = _run_script("char_training.py", *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["measured_through"] == "plain Trainer, best epoch"
+    assert set(result["seqtag_tokens_per_s"]) == {"none", "cnn", "lstm"}
+    assert all(rate > 0 for rate in result["seqtag_tokens_per_s"].values())
