@@ -280,6 +280,12 @@ def test_a_loop_of_your_own_encodes_with_the_models_vocabularies(corpus, tmp_pat
     # "zebra" and "1984" never occur in training: encoded as the model would encode them.
     assert tags == [[tag for tag, _ in restored.tag([tokens])[0]]]
     assert batch["words"][0].tolist() == restored.vocabularies.encode_words(tokens)
+    # A Trainer whose model has the same vocabularies agrees with the loop.
+    gold = [line.split()[1] for line in TEST.splitlines()]
+    accuracy = sum(p == g for p, g in zip(tags[0], gold, strict=True)) / len(gold)
+    tester = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (scores,) = tester.test(restored, datamodule=dm, verbose=False)
+    assert scores["test_acc"] == pytest.approx(accuracy)
 
 
 def test_encode_with_refuses_non_vocabularies_and_a_model_it_would_mislead(corpus, tmp_path):
