@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
-import tempfile
 import warnings
 from datetime import date
 from pathlib import Path
@@ -30,8 +28,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from run import DEFAULT_DATA, data_paths  # noqa: E402
-from training_bound import trainer_epoch_rates  # noqa: E402
+from run import DEFAULT_DATA, data_paths, report_missing_data  # noqa: E402
+from training_bound import flair_speed_report, trainer_epoch_rates  # noqa: E402
 
 
 def seqtag_rate(
@@ -54,16 +52,7 @@ def seqtag_rate(
     return max(trainer_epoch_rates(model, data, epochs, limit))
 
 
-def flair_rate(python: Path, chars: str) -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "flair.json"
-        command = [str(python), str(REPO / "benchmarks" / "flair_baseline.py"), "speed"]
-        command += ["--decoder", "softmax", "--chars", chars, "--json", str(out)]
-        subprocess.run(command, check=True, capture_output=True, cwd=REPO)
-        return json.loads(out.read_text(encoding="utf-8"))
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--epochs", type=int, default=2, help="Trainer epochs; the best counts")
@@ -72,6 +61,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "char_training.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if report_missing_data("char_training.py", args.data_root):
+        return 2
     paths = data_paths(args.data_root)
     rates = {
         chars: seqtag_rate(chars, paths, args.epochs, args.limit_batches)
@@ -95,12 +86,12 @@ def main() -> None:
     if args.flair:
         result["flair"] = {}
         for chars in ("none", "lstm"):
-            flair = flair_rate(args.flair, chars)
+            flair = flair_speed_report(args.flair, "softmax", chars)
             result["flair"][chars] = flair
-            flair_speed = _flair_tokens_per_s(flair)
+            flair_speed = flair["train_tokens_per_second"]
             print(f"  flair chars {chars:5} {flair_speed:10,.0f} tokens/s")
-        flair_lstm = _flair_tokens_per_s(result["flair"]["lstm"])
-        flair_none = _flair_tokens_per_s(result["flair"]["none"])
+        flair_lstm = result["flair"]["lstm"]["train_tokens_per_second"]
+        flair_none = result["flair"]["none"]["train_tokens_per_second"]
         result["ratios"] = {
             "none_over_flair_none": round(rates["none"] / flair_none, 2),
             "lstm_over_flair_lstm": round(rates["lstm"] / flair_lstm, 2),
@@ -110,14 +101,8 @@ def main() -> None:
             print(f"  {name}: {ratio}x")
     args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"written to {args.output}")
-
-
-def _flair_tokens_per_s(report: dict) -> float:
-    for key in ("train_tokens_per_second", "training_tokens_per_second", "tokens_per_second"):
-        if key in report:
-            return float(report[key])
-    raise SystemExit(f"no training speed in flair's report: {sorted(report)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

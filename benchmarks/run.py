@@ -443,16 +443,21 @@ def run_scaling(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    missing = [str(p) for p in data_paths(Path(args.data_root)).values() if not p.exists()]
+def report_missing_data(script: str, root: Path) -> bool:
+    """Print which shared files ``script`` needs and lacks under ``root``; whether any are."""
+    missing = [str(p) for p in data_paths(root).values() if not p.exists()]
     if missing:
         print(
-            "benchmarks/run.py needs UD English EWT and the 100-d vectors under "
-            f"{Path(args.data_root).resolve()} (see ../shared/data/README.md); missing:\n  "
-            + "\n  ".join(missing),
+            f"benchmarks/{script} needs UD English EWT and the 100-d vectors under "
+            f"{root.resolve()} (see ../shared/data/README.md); missing:\n  " + "\n  ".join(missing),
             file=sys.stderr,
         )
+    return bool(missing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if report_missing_data("run.py", Path(args.data_root)):
         return 2
     if args.variant:
         with tempfile.TemporaryDirectory(prefix="seqtag-bench-") as scratch:

@@ -52,6 +52,7 @@ from run import (  # noqa: E402
     lstm_forward_flops_per_token,
     machine_info,
     matmul_peak_gflops,
+    report_missing_data,
 )
 
 HIDDEN = 256
@@ -213,13 +214,14 @@ def lstm_kernel_ms(dtype: torch.dtype, length: int, repeats: int = 100) -> float
     return 1000 * best
 
 
-def flair_rate(python: Path, decoder: str) -> float:
+def flair_speed_report(python: Path, decoder: str, chars: str = "none") -> dict:
+    """flair 0.15.1's ``flair_baseline.py speed`` report, run in flair's own environment."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "flair.json"
         command = [str(python), str(REPO / "benchmarks" / "flair_baseline.py"), "speed"]
-        command += ["--decoder", decoder, "--json", str(out)]
+        command += ["--decoder", decoder, "--chars", chars, "--json", str(out)]
         subprocess.run(command, check=True, capture_output=True, cwd=REPO)
-        return json.loads(out.read_text(encoding="utf-8"))["train_tokens_per_second"]
+        return json.loads(out.read_text(encoding="utf-8"))
 
 
 def main() -> int:
@@ -237,14 +239,7 @@ def main() -> int:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     paths = data_paths(args.data_root)
-    missing = [str(path) for path in paths.values() if not path.exists()]
-    if missing:
-        print(
-            "benchmarks/training_bound.py needs UD English EWT and the 100-d vectors under "
-            f"{args.data_root.resolve()} (see ../shared/data/README.md); missing:\n  "
-            + "\n  ".join(missing),
-            file=sys.stderr,
-        )
+    if report_missing_data("training_bound.py", args.data_root):
         return 2
     result: dict = {
         "date": date.today().isoformat(),
@@ -275,7 +270,10 @@ def main() -> int:
         "bfloat16_speedup": float32_ms / bfloat16_ms if bfloat16_ms else None,
     }
     if args.flair:
-        flair_rates = {decoder: flair_rate(args.flair, decoder) for decoder in DECODERS}
+        flair_rates = {
+            decoder: flair_speed_report(args.flair, decoder)["train_tokens_per_second"]
+            for decoder in DECODERS
+        }
         for variant, (decoder, _) in VARIANTS.items():
             entry = result["variants"][variant]
             flair = flair_rates[decoder]
