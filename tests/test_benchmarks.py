@@ -91,8 +91,9 @@ def test_quick_scaling_run_reports_each_fraction(tmp_path):
     assert "us/token" in done.stdout
 
 
-def test_missing_data_exits_with_a_message(tmp_path):
-    done = _run_script("run.py", "--data-root", str(tmp_path), timeout=120)
+@pytest.mark.parametrize("script", ["run.py", "training_bound.py", "char_training.py"])
+def test_missing_data_exits_with_a_message(tmp_path, script):
+    done = _run_script(script, "--data-root", str(tmp_path), timeout=120)
     assert done.returncode == 2
     assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
 
@@ -136,12 +137,6 @@ def test_training_bound_reports_the_lstm_kernels_share_and_ceiling(tmp_path):
     assert result["matmul_peak_gflops"] > 0
     assert result["lstm_direction_fwd_bwd_ms"]["float32"] > 0
     assert "ceiling tokens/s" in done.stdout
-
-
-def test_training_bound_without_data_exits_with_a_message(tmp_path):
-    done = _run_script("training_bound.py", "--data-root", str(tmp_path), timeout=120)
-    assert done.returncode == 2
-    assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
 
 
 @pytest.mark.slow

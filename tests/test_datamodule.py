@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import train_checkpoint
 
 from seqtag.data.batching import UNSEEN_TARGET
 from seqtag.data.datamodule import TaggingDataModule
@@ -254,19 +255,9 @@ def test_a_few_ill_formed_tags_are_repaired_and_said(tmp_path, corpus, caplog):
 
 def test_a_loop_of_your_own_encodes_with_the_models_vocabularies(corpus, tmp_path):
     """No Trainer: ``encode_with`` gives the loaders the checkpoint's vocabularies."""
-    pl.seed_everything(0)
     model = SequenceTagger(hidden_size=16, dropout=0.0, rare_word_dropout=0.0)
-    trainer = pl.Trainer(
-        max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        enable_checkpointing=False,
-    )
-    trainer.fit(model, datamodule=_datamodule(corpus))
-    trainer.save_checkpoint(tmp_path / "model.ckpt")
-    restored = SequenceTagger.load_from_checkpoint(tmp_path / "model.ckpt").eval()
+    checkpoint = train_checkpoint(tmp_path, _datamodule(corpus), model, epochs=3)
+    restored = SequenceTagger.load_from_checkpoint(checkpoint).eval()
 
     dm = _datamodule(corpus, train_path=None, val_path=None)
     with pytest.raises(ConfigError, match="no trained model"):
