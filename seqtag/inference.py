@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
-from seqtag.data.inputs import as_token_lists
+from seqtag.data.inputs import iter_token_lists
 from seqtag.data.schemes import OUTSIDE, get_spans
 from seqtag.errors import ConfigError
 from seqtag.models.crf_spans import SpanTags
@@ -211,15 +211,17 @@ def tag_stream(
     """``(tag, confidence)`` lists, one per sentence, in input order, ``chunk_size`` at a time.
 
     Reads ``chunk_size`` sentences, tags them in length-sorted batches, yields their results
-    and only then reads on: memory is bounded by the chunk, whatever the input's length.
+    and only then reads on: memory is bounded by the chunk, whatever the input's length. The
+    input is checked as ``tag()`` checks it, by the same reader
+    (:func:`~seqtag.data.inputs.iter_token_lists`), so ``chunk_size`` never changes what is
+    accepted: ``["The", "cat", "sat"]`` is one sentence's flat token list, refused, even when
+    read one string at a time.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    if isinstance(sentences, (str, bytes)):
-        as_token_lists(sentences)  # raises the documented TypeError
-    iterator = iter(sentences)
-    while block := list(itertools.islice(iterator, chunk_size)):
-        yield from tag_sentences(model, as_token_lists(block), batch_size)
+    token_lists = iter_token_lists(sentences)
+    while block := list(itertools.islice(token_lists, chunk_size)):
+        yield from tag_sentences(model, block, batch_size)
 
 
 def in_input_order(predictions: Iterable[Iterable[Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from seqtag.data.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
 from seqtag.data.partial import (
     GoldEncoder,
     GoldTags,
-    check_corpus_tags,
+    check_gold_tags,
     check_missing_tag,
     screen_partial,
     training_types,
@@ -257,10 +257,9 @@ class TaggingDataModule(pl.LightningDataModule):
             )
             corpus_scheme, _ = self._schemes()
             if split != "predict":
-                if corpus_scheme:
-                    marker = self.missing_tag
-                    check_corpus_tags(path, sentences, corpus_scheme, fmt == "columns", marker)
-                sentences = screen_partial(split, path, sentences, self.missing_tag)
+                marker = self.missing_tag
+                check_gold_tags(path, sentences, corpus_scheme, fmt, hp.tag_field, marker)
+                sentences = screen_partial(split, path, sentences, marker)
             tokens = sum(len(s.tokens) for s in sentences)
             log.info(
                 "%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, path

@@ -33,7 +33,9 @@ from typing import Any, Literal
 from seqtag.data.sentence import Sentence, split_fields
 from seqtag.data.text_files import (
     LINE_BREAK,
+    OTHER_SPACE,
     STDIN,
+    check_tokens,
     line_break_error,
     open_text,
 )
@@ -129,6 +131,12 @@ def iter_conllu(
         form = fields[1]
         if not form:
             raise CorpusFormatError(path, lineno, "FORM column is empty")
+        if form.isspace():
+            raise CorpusFormatError(
+                path,
+                lineno,
+                f"FORM column is only whitespace ({form!r}): every token needs a visible character",
+            )
         tag = fields[tag_index]
         if LINE_BREAK.search(line):
             if LINE_BREAK.search(form):
@@ -214,6 +222,8 @@ def iter_columns(
         fields = split_fields(line)
         if fields and LINE_BREAK.search(line):
             raise line_break_error(path, lineno, line, 0, "a token or tag")
+        if fields and OTHER_SPACE.search(line):
+            check_tokens(path, lineno, fields, "column")  # only NBSP: no token or tag
         if not fields or fields[0] == _DOCSTART:
             if tokens:
                 yield Sentence(tuple(tokens), None if tag_index is None else tuple(tags), start)

@@ -53,6 +53,62 @@ def check_missing_tag(value: Any) -> str | None:
     )
 
 
+#: The 17 universal POS tags of Universal Dependencies (the UPOS column of CoNLL-U).
+UPOS_TAGS = frozenset(
+    [
+        "ADJ",
+        "ADP",
+        "ADV",
+        "AUX",
+        "CCONJ",
+        "DET",
+        "INTJ",
+        "NOUN",
+        "NUM",
+        "PART",
+        "PRON",
+        "PROPN",
+        "PUNCT",
+        "SCONJ",
+        "SYM",
+        "VERB",
+        "X",
+    ]
+)
+
+
+def check_marker_is_no_tag(missing_tag: str | None, scheme: str | None, upos: bool) -> None:
+    """Refuse a missing-tag marker that is a real tag of the data.
+
+    Its tokens would count as unknown: a model trained so never learns that tag (with
+    ``missing_tag O`` on IOB2 data, a tag set without ``O``), and evaluation skips it. What is
+    a real tag: with a span scheme, ``O`` and every ``B-``/``I-``/... tag of the scheme;
+    for the UPOS column of CoNLL-U, the 17 universal tags (``_`` is CoNLL-U's own marker of a
+    missing value). POS tags of column files and XPOS have no fixed tag set, so there any
+    marker is taken at its word (and its tokens counted in the log).
+
+    Raises:
+        ConfigError: the marker is such a tag.
+    """
+    if missing_tag is None:
+        return
+    if scheme:
+        try:
+            split_tag(missing_tag, scheme)
+        except TagSchemeError:
+            return
+        what = f"a tag of the {scheme} scheme"
+    elif upos and missing_tag in UPOS_TAGS:
+        what = "a universal POS tag (UPOS)"
+    else:
+        return
+    raise ConfigError(
+        f"data.missing_tag {missing_tag!r} is {what}, not a marker of unknown tags: its tokens "
+        "would be neither learned nor scored; set data.missing_tag to the marker the data uses "
+        "for unknown tags (such as _ or -), or to null"
+    )
+
+
 class GoldTags:
     """Corpus tags -> training-scheme tags, the marker read as "unknown".
 
@@ -214,6 +270,22 @@ class GoldEncoder:
         return ids, allowed
 
 
+def check_gold_tags(
+    path: str,
+    sentences: Sequence[Any],
+    scheme: str | None,
+    format: str,
+    tag_field: str,
+    missing_tag: str | None,
+) -> None:
+    """The gold tags of a training or evaluation split: the marker is no real tag of the data
+    (:func:`check_marker_is_no_tag`), and with a span scheme every known tag is valid in it
+    and the file is in it (:func:`check_corpus_tags`)."""
+    check_marker_is_no_tag(missing_tag, scheme, format == "conllu" and tag_field == "upos")
+    if scheme:
+        check_corpus_tags(path, sentences, scheme, format == "columns", missing_tag)
+
+
 def check_corpus_tags(
     path: str, sentences: Sequence[Any], scheme: str, columns: bool, missing_tag: str | None
 ) -> None:
@@ -234,7 +306,10 @@ def screen_partial(
     """Count and report a split's unknown tags; drop training sentences without a known tag.
 
     A sentence without any known tag teaches nothing, and most likely was never annotated: it
-    is left out of training and said so (evaluation keeps it; the metrics skip it).
+    is left out of training and said so (evaluation keeps it; the metrics skip it). A split
+    where no sentence has a known tag is refused, naming the file: there is nothing to learn
+    from, and nothing to score (evaluation would report an accuracy of 0 and an ECE of NaN
+    over no token; ``seqtag calibrate`` refuses such a dev set for the same reason).
     """
     if missing_tag is None:
         return sentences
@@ -253,12 +328,16 @@ def screen_partial(
         partial,
         empty,
     )
+    if empty == len(sentences):
+        purpose = "learn from" if split == "train" else "score"
+        raise CorpusFormatError(
+            path,
+            None,
+            f"no sentence has a known tag: every tag is the marker {missing_tag!r}, so there "
+            f"is nothing to {purpose}",
+        )
     if split != "train" or not empty:
         return sentences
-    if empty == len(sentences):
-        raise CorpusFormatError(
-            path, None, f"no sentence has a known tag: every tag is the marker {missing_tag!r}"
-        )
     log.warning(
         "%s: %d sentences have no known tag (every tag is %r): left out of training",
         path,

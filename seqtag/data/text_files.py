@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from seqtag.errors import CorpusFormatError
 
@@ -35,9 +35,13 @@ def open_text(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
     end is removed; a UTF-8 BOM at the very start is dropped. Lines are decoded as they are
     read, so an encoding error names the line and column it is on.
 
+    A NUL byte is refused too: it is valid UTF-8, but no text holds one, and it is what UTF-16
+    text without a byte-order mark looks like read as UTF-8 (``T\\x00h\\x00e\\x00``), which
+    would otherwise be tagged as tokens of letters and NULs.
+
     Raises:
         CorpusFormatError: the path is missing or a directory, the gzip stream is corrupt, or a
-            line is not valid UTF-8.
+            line is not valid UTF-8 or holds a NUL byte.
     """
     name = os.fspath(path)
     is_stdin = name == STDIN
@@ -75,6 +79,8 @@ def open_text(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
                     raise _decode_error(name, lineno, data, err) from None
             if lineno == 1 and text.startswith("\ufeff"):
                 text = text[1:]
+            if "\x00" in text:
+                raise nul_error(name, lineno, text)
             yield lineno, text
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         raise CorpusFormatError(name, None, f"corrupt or truncated gzip file ({err})") from None
@@ -83,6 +89,19 @@ def open_text(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
             stream.detach()
         else:
             stream.close()
+
+
+def nul_error(path: str | os.PathLike[str], lineno: int, text: str) -> CorpusFormatError:
+    """The error for a line holding a NUL byte; names UTF-16 when every other byte is NUL."""
+    column = text.index("\x00") + 1
+    if text.count("\x00") >= max(1, (len(text) - 1) // 2):
+        order = "BE" if column == 1 else "LE"
+        found = f"this looks like UTF-16 (convert it: iconv -f UTF-16{order} -t UTF-8)"
+    else:
+        found = "not binary data"
+    return CorpusFormatError(
+        path, lineno, f"NUL byte at column {column}: the file must be UTF-8 text, {found}"
+    )
 
 
 # Lone surrogates: what ``errors="surrogateescape"`` turns undecodable bytes into.
@@ -140,3 +159,63 @@ def line_break_error(
         f"{offset + found.start() + 1} (tokens and tags cannot hold line breaks: replace it "
         "with a space or remove it)",
     )
+
+
+#: Whitespace besides the space and tab that separate fields (NBSP, U+3000, ...): a token may
+#: hold it, but must not be made of it alone.
+OTHER_SPACE = re.compile(r"[^\S \t]")
+
+
+def token_problem(token: str) -> str | None:
+    """Why a string cannot be a token, or ``None`` when it can: the one rule of every reader
+    and of ``tag()``.
+
+    A token is a non-empty string that is not only whitespace (a tagger would tag an invisible
+    token, and the output could not be read back: whitespace separates tokens there), and
+    holds no NUL (UTF-16 or binary data) and no line break (see :data:`LINE_BREAK`: the output
+    would have more lines than the sentence has tokens).
+    """
+    if not token:
+        return "is empty: every token needs a visible character"
+    if token.isspace():
+        names = ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(token))
+        return f"is only whitespace ({names}): every token needs a visible character"
+    if "\x00" in token:
+        return f"holds a NUL character at position {token.index(chr(0)) + 1}: is it UTF-16 text?"
+    found = LINE_BREAK.search(token)
+    if found:
+        return (
+            f"holds a line break ({describe_line_break(found.group())}): replace it with a "
+            "space or remove it"
+        )
+    return None
+
+
+def show_token(token: str) -> str:
+    """A token as error messages quote it: ``repr``, cut after 40 characters."""
+    return repr(token) if len(token) <= 40 else repr(token[:40]) + "..."
+
+
+# Every character :func:`token_problem` can object to (``\\s`` includes every line break).
+_SUSPECT = re.compile(r"[\s\x00]")
+
+
+def first_token_problem(tokens: Sequence[str]) -> tuple[int, str] | None:
+    """``(1-based number, message)`` of the first token :func:`token_problem` refuses, naming
+    it, or ``None``; a sentence of plain words costs one join and one search."""
+    if "" not in tokens and not _SUSPECT.search("".join(tokens)):
+        return None
+    for number, token in enumerate(tokens, 1):
+        problem = token_problem(token)
+        if problem is not None:
+            return number, f"{show_token(token)}, {problem}"
+    return None
+
+
+def check_tokens(
+    path: str | os.PathLike[str], lineno: int, tokens: Sequence[str], what: str = "token"
+) -> None:
+    """Refuse the first token (or ``what``: column) that :func:`token_problem` refuses."""
+    found = first_token_problem(tokens)
+    if found is not None:
+        raise CorpusFormatError(path, lineno, f"{what} {found[0]}, {found[1]}")
