@@ -131,10 +131,23 @@ def check_finite(checkpoint: Mapping[str, Any]) -> None:
             )
 
 
-def check_hyperparameters(checkpoint: Mapping[str, Any], model_class: type) -> None:
-    """Every stored hyper-parameter is an argument of ``model_class``, of a valid value.
+#: Hyper-parameters a checkpoint may hold that are never restored from it. The optimizer and its
+#: schedule belong to the run (resuming takes them from the run's config); ``data`` is rebuilt
+#: from the checkpoint's vocabularies; LightningCLI's ``_class_path`` and ``_instantiator`` name
+#: code to import. Checkpoints written before seqtag dropped them at saving still hold them.
+NOT_RESTORED = frozenset({"optimizer", "lr_scheduler", "data", "_class_path", "_instantiator"})
 
-    Keys starting with ``_`` are LightningCLI's own (``_class_path``, ``_instantiator``).
+
+def restorable_hyperparameters(checkpoint: Mapping[str, Any], model_class: type) -> dict[str, Any]:
+    """The checkpoint's hyper-parameters that may rebuild ``model_class``: plain, checked data.
+
+    The only door from a checkpoint's ``hyper_parameters`` to a model's constructor. Entries in
+    :data:`NOT_RESTORED` (and any other ``_``-prefixed key) are left out unread, so no class
+    path, callable or import name stored in a checkpoint ever reaches Lightning's or
+    jsonargparse's instantiation. Every other entry must be an argument of ``model_class``
+    holding plain data (numbers, strings, booleans, ``None``, lists and string-keyed
+    dictionaries of those) of the argument's type and range; anything else is a
+    :class:`CheckpointError`.
     """
     hparams = checkpoint.get("hyper_parameters")
     if hparams is None:
@@ -147,13 +160,21 @@ def check_hyperparameters(checkpoint: Mapping[str, Any], model_class: type) -> N
             f"its 'hyper_parameters' are a {type(hparams).__name__}, expected a dictionary of "
             f"{model_class.__name__}'s arguments"
         )
+    kept = {}
+    for key, value in hparams.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"its 'hyper_parameters' hold a key {key!r} that is not a name")
+        if key in NOT_RESTORED or key.startswith("_"):
+            continue
+        if not is_plain_data(value):
+            raise CheckpointError(
+                f"its hyper-parameter {key!r} holds a {type(value).__name__}, not plain data "
+                "(a checkpoint restores numbers, strings and lists of them, never objects)"
+            )
+        kept[key] = value
     parameters = inspect.signature(model_class.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        unknown = [
-            str(key)
-            for key in hparams
-            if not (isinstance(key, str) and key.startswith("_")) and key not in parameters
-        ]
+        unknown = [key for key in kept if key not in parameters]
         if unknown:
             from seqtag import __version__
 
@@ -162,7 +183,56 @@ def check_hyperparameters(checkpoint: Mapping[str, Any], model_class: type) -> N
                 f"{model_class.__name__} of seqtag {__version__} has no argument "
                 f"{', '.join(map(repr, unknown))}; upgrade seqtag to load it"
             )
-    check_arguments(hparams, model_class, "hyper-parameter")
+    check_arguments(kept, model_class, "hyper-parameter")
+    return kept
+
+
+#: Counters Lightning stores; negative values are edits that would resume at a wrong point.
+_COUNTERS = ("epoch", "global_step")
+
+
+def check_scalars(checkpoint: Mapping[str, Any]) -> None:
+    """Scalars a checkpoint carries, in their ranges: the temperature > 0, counters >= 0.
+
+    A temperature of 0 or below would turn every confidence into ``nan`` or into its inverse;
+    an edited counter would resume training at a step that was never reached.
+    """
+    temperature = checkpoint["state_dict"].get("tagger.temperature")
+    if temperature is not None:
+        if temperature.numel() != 1 or not temperature.is_floating_point():
+            raise CheckpointError(
+                f"its 'tagger.temperature' has shape {list(temperature.shape)}, expected one "
+                "floating-point number (the file was edited)"
+            )
+        if not float(temperature) > 0:
+            raise CheckpointError(
+                f"its temperature is {float(temperature)!r}; it must be a number > 0 (1 when "
+                "uncalibrated): the file was edited"
+            )
+    for key in _COUNTERS:
+        value = checkpoint.get(key)
+        if value is not None and (isinstance(value, bool) or value < 0):
+            raise CheckpointError(f"its {key!r} is {value!r}, expected an integer >= 0")
+
+
+def check_hyperparameters(checkpoint: Mapping[str, Any], model_class: type) -> None:
+    """Every restorable hyper-parameter is an argument of ``model_class``, of a valid value."""
+    restorable_hyperparameters(checkpoint, model_class)
+
+
+def is_plain_data(value: Any, depth: int = 0) -> bool:
+    """Numbers, strings, booleans, ``None``, and lists or string-keyed dictionaries of them."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if depth >= 8:  # deeper than any hyper-parameter seqtag writes
+        return False
+    if isinstance(value, list | tuple):
+        return all(is_plain_data(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and is_plain_data(item, depth + 1) for key, item in value.items()
+        )
+    return False
 
 
 def check_arguments(values: Mapping[str, Any], cls: type, what: str) -> None:

@@ -26,7 +26,7 @@ from torch.optim import Optimizer
 from seqtag.calibrate import TemperatureCalibration
 from seqtag.callbacks import PredictionProgressBar, PredictionWriter
 from seqtag.checkpoint import SeqtagCheckpointIO, read_checkpoint_file
-from seqtag.checkpoint_schema import check_arguments, check_hyperparameters
+from seqtag.checkpoint_schema import check_arguments
 from seqtag.cli_messages import (
     one_line_errors,
     parser_error_line,
@@ -98,27 +98,58 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(ThreadPolicy, "threads")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, with the checkpoint's data options as defaults; check ``--ckpt_path`` first.
+        """Parse, then read ``ckpt_path``'s checkpoint once, as plain data, before Lightning can.
+
+        The checkpoint is found where the parser put it, however it was given (``--ckpt_path``,
+        a config file, a ``predict:`` section, the last of two options, an abbreviation), and
+        opened by seqtag's one reader (:func:`~seqtag.checkpoint.read_checkpoint_file`):
+        validated, with only its checked plain hyper-parameters kept. Those become the
+        model's arguments here. Lightning's own parsing of the checkpoint (which hands its
+        class paths to jsonargparse, importing what they name) is skipped: ``ckpt_path`` is
+        held back until :meth:`before_instantiate_classes`. For ``test``, ``validate`` and
+        ``predict`` the checkpoint's file-format options become defaults that anything the
+        user gives overrides.
 
         With ``parser_kwargs={"exit_on_error": False}`` (as :func:`main` passes), a command line
         or config that does not parse raises :class:`CommandLineError` with a one-line summary
         instead of printing the usage and exiting.
         """
-        argv = with_checkpoint_data_options(list(sys.argv[1:] if args is None else args))
+        argv = list(sys.argv[1:] if args is None else args)
+        self._parse(parser, args, argv)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path:
+            if subcommand != "fit":
+                raise CommandLineError(
+                    f"seqtag {subcommand} needs a trained model: pass --ckpt_path "
+                    "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
+                )
+            return
+        checkpoint = read_checkpoint_file(ckpt_path, SequenceTagger)
+        if checkpoint and subcommand != "fit":
+            options = checkpoint_data_options(ckpt_path, checkpoint)
+            if options:
+                at = argv.index(subcommand) + 1 if subcommand in argv else 0
+                argv = [*argv[:at], "--data", json.dumps(options), *argv[at:]]
+                self._parse(parser, args, argv)
+        if checkpoint:
+            _restore_model_arguments(self.config[subcommand], checkpoint)
+        self.checkpoint_path = ckpt_path
+        self.config[subcommand]["ckpt_path"] = None
+
+    def _parse(self, parser: LightningArgumentParser, args: Any, argv: list[str]) -> None:
         if args is None:
             sys.argv[1:] = argv  # Lightning warns when given both sys.argv and args
         try:
             super().parse_arguments(parser, None if args is None else argv)
         except ArgumentError as err:
             raise CommandLineError(parser_error_line(str(err), argv)) from err
-        subcommand = self.config.get("subcommand")
-        if subcommand and not self.config[subcommand].get("ckpt_path") and subcommand != "fit":
-            raise CommandLineError(
-                f"seqtag {subcommand} needs a trained model: pass --ckpt_path "
-                "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
-            )
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand and getattr(self, "checkpoint_path", None):
+            self.config[self.subcommand]["ckpt_path"] = self.checkpoint_path
         # Checkpoints are opened with weights_only=True unless the user asks otherwise, also on
         # torch versions whose torch.load default still unpickles arbitrary objects.
         if self.subcommand and self.config[self.subcommand].get("weights_only") is None:
@@ -127,6 +158,10 @@ class SeqtagCLI(LightningCLI):
             # The writer streams predictions to the output; Lightning keeping them all as well
             # would make memory grow with the input.
             self.config["predict"]["return_predictions"] = False
+        from seqtag.run_options import check_run_options  # values that would fail later
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_run_options(self.subcommand, config.as_dict())
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """Lightning's trainer, reading checkpoints through :class:`SeqtagCheckpointIO`.
@@ -172,68 +207,34 @@ class SeqtagCLI(LightningCLI):
                 )
 
 
-def with_checkpoint_data_options(argv: list[str]) -> list[str]:
-    """``argv`` with the data options of ``--ckpt_path``'s checkpoint inserted as defaults.
+def checkpoint_data_options(ckpt_path: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The file-format options and dev/test files ``checkpoint`` supplies as data defaults.
 
-    The checkpoint is read and checked first (a seqtag checkpoint, a known layout, a model
-    class from seqtag or named by the user), before Lightning reads it to parse its
-    hyper-parameters.
-
-    The checkpoint's file-format options (format, columns, tag field) and its dev and test
-    files go right after the subcommand, so that anything the user gives, on the command line
-    or in a config, comes later and wins. Training files and ``predict_path`` are never taken.
+    Training files and ``predict_path`` are never taken.
     """
-    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
-    ckpt_path = _checkpoint_argument(argv)
-    if subcommand is None or not ckpt_path:
-        return argv
-    checkpoint = read_checkpoint_file(ckpt_path)
-    if not checkpoint:  # best/last/hpc/a URL: SeqtagCheckpointIO checks it once resolved
-        return argv
-    _check_model_class(ckpt_path, checkpoint, argv)
+    stored = checkpoint.get("datamodule_hyper_parameters") or {}
+    options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
     try:
-        hparams = checkpoint.get("hyper_parameters")
-        class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
-        if class_path is None or str(class_path).startswith("seqtag."):
-            check_hyperparameters(checkpoint, SequenceTagger)
-        if subcommand == "fit":
-            return argv
-        stored = checkpoint.get("datamodule_hyper_parameters") or {}
-        options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
         check_arguments(options, TaggingDataModule, "datamodule_hyper_parameters")
     except CheckpointError as err:
         raise CheckpointError(f"{ckpt_path}: {err}") from None
-    if not options:
-        return argv
-    at = argv.index(subcommand) + 1
-    return [*argv[:at], "--data", json.dumps(options), *argv[at:]]
+    return options
 
 
-def _check_model_class(ckpt_path: str, checkpoint: dict[str, Any], argv: list[str]) -> None:
-    """Refuse a checkpoint naming a model class that is neither seqtag's nor the user's.
+def _restore_model_arguments(section: Any, checkpoint: dict[str, Any]) -> None:
+    """Set the model's arguments to the checkpoint's, where the model has them.
 
-    Lightning merges the checkpoint's hyper-parameters into the command line, and the class
-    path they name (``_class_path``) would be imported to build the model: a crafted checkpoint
-    could make ``seqtag predict`` import any module. Only classes from the ``seqtag`` package,
-    or the one named with ``--model`` on this command line, are accepted; nothing is imported
-    here.
+    The values are the checked plain ones of :func:`~seqtag.checkpoint.read_checkpoint_file`,
+    set directly: no class path from a checkpoint reaches the parser. An argument the run's
+    model class does not have (``--model`` naming a class of the user's) is left as it is.
     """
-    hparams = checkpoint.get("hyper_parameters") or {}
-    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
-    if class_path is None:
+    model = section.get("model")
+    init_args = model.get("init_args") if model is not None else None
+    if init_args is None:
         return
-    named = {
-        arg.split("=", 1)[1] if "=" in arg else argv[position + 1]
-        for position, arg in enumerate(argv)
-        if arg.split("=", 1)[0] in ("--model", "--model.class_path") and position + 1 < len(argv)
-    }
-    if not isinstance(class_path, str) or not (
-        class_path.startswith("seqtag.") or class_path in named
-    ):
-        raise CheckpointError(
-            f"{ckpt_path}: names the model class {class_path!r}, which is not seqtag's; if it is "
-            "yours, name it on the command line with --model (nothing was imported)"
-        )
+    for key, value in checkpoint["hyper_parameters"].items():
+        if key in init_args:
+            init_args[key] = value
 
 
 #: Data options a checkpoint supplies to ``seqtag test|validate|predict`` unless given.
@@ -351,21 +352,10 @@ def _run(args: list[str] | None) -> None:
             )
         except ArgumentError as err:
             # Parse errors of the command line became CommandLineErrors in parse_arguments;
-            # what reaches here is Lightning merging --ckpt_path's hyper-parameters into the
-            # config.
+            # what reaches here comes from jsonargparse instantiating the parsed classes.
             if debug:
                 raise
-            checkpoint = _checkpoint_argument(argv) or "the checkpoint"
-            raise CheckpointError(
-                f"{checkpoint}: its hyper-parameters do not fit this version of seqtag: "
-                f"{summarize_parser_error(str(err))}"
-            ) from None
-        except CheckpointError as err:
-            checkpoint = _checkpoint_argument(argv)
-            if debug or not checkpoint or checkpoint in str(err):
-                raise
-            # found wrong only once it was loaded: name the file
-            raise CheckpointError(f"{checkpoint}: {err}") from None
+            raise CommandLineError(summarize_parser_error(str(err))) from None
         except UnicodeDecodeError:
             # jsonargparse reads --config files (and YAML given to any option) without a
             # filename in its error; find the file on the command line, or it was not the
@@ -374,16 +364,6 @@ def _run(args: list[str] | None) -> None:
             if error is None:
                 raise
             raise error from None
-
-
-def _checkpoint_argument(argv: list[str]) -> str | None:
-    """The value of ``--ckpt_path`` on a command line, if given there."""
-    for position, arg in enumerate(argv):
-        if arg == "--ckpt_path" and position + 1 < len(argv):
-            return argv[position + 1]
-        if arg.startswith("--ckpt_path="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ optimizer made early, as Lightning's own ``LightningCLI --optimizer`` does, trai
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -24,9 +25,10 @@ from torch import Tensor
 
 from seqtag.checkpoint import (
     CHECKPOINT_KEY,
+    build_from_checkpoint,
     check_architecture,
-    checked_loading,
     validate_checkpoint,
+    warn_other_class,
     write_checkpoint_section,
 )
 from seqtag.checkpoint_schema import check_resume_state, check_weights
@@ -229,15 +231,26 @@ class SequenceTagger(pl.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._require_tagger()
-        write_checkpoint_section(checkpoint, self.vocabularies)
+        write_checkpoint_section(checkpoint, self.vocabularies, type(self))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The checkpoint decides: its vocabularies and architecture replace the model's.
 
-        Validated first (:mod:`seqtag.checkpoint_schema`), whichever way it was loaded.
+        Validated first (:mod:`seqtag.checkpoint_schema`), whichever way it was loaded; errors
+        name the file when a trainer loads it (``ckpt_path=``).
         """
-        vocabularies = validate_checkpoint(checkpoint)
-        stored = checkpoint.get("hyper_parameters") or {}
+        try:
+            self._restore(checkpoint)
+        except CheckpointError as err:
+            name = self._checkpoint_file()
+            if name and name not in str(err):
+                raise CheckpointError(f"{name}: {err}") from None
+            raise
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        warn_other_class(checkpoint, type(self))
+        vocabularies = validate_checkpoint(checkpoint, type(self))
+        stored = checkpoint["hyper_parameters"]
         if self.hparams.embedding_dim is None and stored.get("embedding_dim"):
             self.hparams.embedding_dim = int(stored["embedding_dim"])
         check_architecture(stored, self.hparams)
@@ -250,32 +263,47 @@ class SequenceTagger(pl.LightningModule):
         if self._fitting():
             check_resume_state(checkpoint)
 
+    def _checkpoint_file(self) -> str | None:
+        """The file the trainer is restoring, if a trainer is."""
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        return str(path) if path else None
+
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
         cls,
-        checkpoint_path: Any,
+        checkpoint_path: str | os.PathLike[str] | IO[bytes],
         map_location: Any = None,
         hparams_file: Any = None,
         strict: bool | None = None,
         weights_only: bool | None = True,
         **kwargs: Any,
     ) -> SequenceTagger:
-        """Lightning's loader with ``weights_only=True`` by default, on every torch version.
+        """Build the model a checkpoint describes, from plain data only.
 
-        seqtag checkpoints hold only tensors and plain data, so nothing in them needs
-        unpickling, and a crafted file cannot run code when it is opened. A local file is
-        validated first (:func:`~seqtag.checkpoint.read_checkpoint_file`), so that a damaged
-        or foreign one is a :class:`~seqtag.errors.CheckpointError` naming it.
+        See :func:`seqtag.checkpoint.build_from_checkpoint`: nothing a checkpoint names is ever
+        imported or called, and its optimizer and scheduler are never restored.
+
+        Args:
+            checkpoint_path: a local file, an fsspec URL or an open binary file.
+            map_location: where the weights go (as for ``torch.load``); unset, where they were
+                saved when that device exists here, the CPU otherwise.
+            hparams_file: not supported: the checkpoint carries its hyper-parameters.
+            strict: as for ``load_state_dict`` (default: the model's ``strict_loading``).
+            weights_only: must stay ``True``: a seqtag checkpoint holds nothing that needs
+                unpickling.
+            kwargs: hyper-parameters that replace the checkpoint's (those that fix the
+                network's shapes must agree with its weights).
         """
-        with checked_loading(checkpoint_path, cls):
-            return super().load_from_checkpoint(
-                checkpoint_path,
-                map_location=map_location,
-                hparams_file=hparams_file,
-                strict=strict,
-                weights_only=weights_only,
-                **kwargs,
-            )
+        return build_from_checkpoint(
+            cls,
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            overrides=kwargs,
+        )
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int

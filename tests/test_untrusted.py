@@ -45,13 +45,15 @@ def test_pickled_vector_file_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_checkpoint_naming_a_foreign_class_is_refused_before_any_import(tmp_path):
-    """A checkpoint's hyper-parameters must not make seqtag import a module they name."""
+def test_checkpoint_naming_a_foreign_class_never_imports_it(tmp_path):
+    """A checkpoint's hyper-parameters must not make seqtag import a module they name: the
+    run's model class is built (seqtag's own here), with a warning naming the stored one."""
     tiny = str(REPO / "tests" / "fixtures" / "tiny.conllu")
     data = TaggingDataModule(train_path=tiny, batch_size=2)
     model = SequenceTagger(hidden_size=8)
     checkpoint = torch.load(train_checkpoint(tmp_path, data, model), weights_only=True)
     checkpoint["hyper_parameters"]["_class_path"] = "evil_module.Tagger"
+    del checkpoint["seqtag"]["model_class"]  # as a checkpoint from before seqtag recorded it
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
     marker = tmp_path / "imported"
@@ -78,7 +80,6 @@ def test_checkpoint_naming_a_foreign_class_is_refused_before_any_import(tmp_path
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(tmp_path)},
         )
-        assert result.returncode == 1, result.stderr
-        assert "Traceback" not in result.stderr
-        assert "evil_module.Tagger" in result.stderr and "not seqtag's" in result.stderr
+        assert result.returncode == 0, result.stderr
+        assert "evil_module.Tagger" in result.stderr and "never imports" in result.stderr
         assert not marker.exists()
