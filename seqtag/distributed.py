@@ -60,7 +60,7 @@ def explicit_threads() -> int | None:
     single number (OpenMP also accepts lists); then it is returned as 0 ("fixed, not ours").
 
     Raises:
-        ConfigError: ``SEQTAG_THREADS`` is not a whole number >= 1.
+        ConfigError: ``SEQTAG_THREADS`` is not a whole number from 1 to 4096.
     """
     value = os.environ.get(THREADS_VARIABLE)
     if value is not None:
@@ -68,8 +68,10 @@ def explicit_threads() -> int | None:
             count = int(value)
         except ValueError:
             count = 0
-        if count < 1:
-            raise ConfigError(f"{THREADS_VARIABLE} must be a whole number >= 1, got {value!r}")
+        if not 1 <= count <= 4096:  # torch.set_num_threads overflows on huge counts
+            raise ConfigError(
+                f"{THREADS_VARIABLE} must be a whole number from 1 to 4096, got {value!r}"
+            )
         return count
     omp = os.environ.get("OMP_NUM_THREADS")
     if omp is None:

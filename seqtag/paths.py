@@ -6,7 +6,10 @@ first epoch, because the output path is a directory or lies under a file, loses 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from seqtag.errors import OutputError
@@ -102,12 +105,83 @@ def write_text_atomically(path: Path, text: str) -> None:
     For the small records a resumed run reads back (progress, uncertain sentences) and the
     files written once at the end; a kill leaves the old file or the new one, never a part.
     """
-    temporary = path.with_name(path.name + ".tmp")
     try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        with replaced_atomically(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
     except OSError as err:
         raise OutputError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new empty file beside ``path`` to write; renamed over ``path`` when the block ends.
+
+    The file is created under a fresh random name (never one that exists, so never through a
+    symbolic link someone left there), with the mode a plain ``open`` would give. If the block
+    raises, it is removed and ``path`` is left as it was: a failed write never leaves half a
+    file over an existing one.
+    """
+    target = Path(path)
+    temporary = _create_beside(target)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _create_beside(target: Path) -> Path:
+    """Create ``.NAME.RANDOM.tmp`` next to ``target`` exclusively (``O_EXCL``, no links)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temporary, flags, 0o666))  # 0o666 less the umask, as open() gives
+            return temporary
+        except FileExistsError:
+            continue
+
+
+def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: the same name, a symbolic link to it, a hard link.
+
+    ``os.path.samefile`` (device and inode) where both exist; otherwise the resolved names,
+    so that a file not yet written compares by where it would be.
+    """
+    try:
+        if os.path.exists(first) and os.path.exists(second):
+            return os.path.samefile(first, second)
+    except OSError:
+        pass
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
+def refuse_same_file(
+    output: str | os.PathLike[str],
+    inputs: Mapping[str, str | os.PathLike[str] | None],
+    option: str = "--output",
+) -> None:
+    """Refuse an output that is one of the command's inputs, however it is spelled.
+
+    Writing an output replaces its file; when that file is the checkpoint (or config, or data)
+    the command reads, the input is lost. A symbolic or hard link to the input counts as the
+    input.
+
+    Args:
+        output: the file the command would write.
+        inputs: what each input is (``"the checkpoint being exported (--ckpt_path)"``) to its
+            path; ``None`` paths are skipped.
+        option: the option that chose ``output``, named in the message.
+
+    Raises:
+        OutputError: ``OUTPUT: is WHAT, which writing it would destroy; give another OPTION``.
+    """
+    for what, source in inputs.items():
+        if source is not None and same_file(output, source):
+            raise OutputError(
+                f"{output}: is {what}, which writing it would destroy; give another {option}"
+            )
