@@ -34,10 +34,15 @@ from seqtag.cli_messages import (
     summarize_parser_error,
     undecodable_config,
 )
+from seqtag.cli_outputs import (
+    config_files,
+    no_logs_in_the_working_folder,
+    refuse_outputs_over_inputs,
+)
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CheckpointError, CommandLineError, ConfigError
 from seqtag.module import SequenceTagger
-from seqtag.paths import check_output_folder
+from seqtag.paths import check_output_folder, same_file
 from seqtag.reliability import ReliabilityDiagram
 from seqtag.resume import install_resume_support
 from seqtag.threads import ThreadPolicy
@@ -158,6 +163,10 @@ class SeqtagCLI(LightningCLI):
             # The writer streams predictions to the output; Lightning keeping them all as well
             # would make memory grow with the input.
             self.config["predict"]["return_predictions"] = False
+        if self.subcommand:
+            section = self.config[self.subcommand]
+            no_logs_in_the_working_folder(self.subcommand, section)
+            refuse_outputs_over_inputs(section, config_files(self.config, section))
         from seqtag.run_options import check_run_options  # values that would fail later
 
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -188,22 +197,33 @@ class SeqtagCLI(LightningCLI):
         _progress_bar_on_stderr(self.trainer)
 
     def before_fit(self) -> None:
-        """Refuse a checkpoint folder that cannot be written, or that holds an earlier run's
-        checkpoints (resuming that run is fine), before the first epoch rather than after it."""
-        resuming = bool(self.config_init["fit"].get("ckpt_path"))
+        """Refuse a checkpoint folder that cannot be written, or that holds another run's
+        checkpoints, before the first epoch rather than after it.
+
+        Resuming is writing into a folder with checkpoints only when it resumes that folder's
+        own ``last.ckpt``: resuming from elsewhere into it would replace that run's files.
+        """
+        resumed = getattr(self, "checkpoint_path", None)
         for callback in self.trainer.checkpoint_callbacks:
             folder = getattr(callback, "dirpath", None)
             if not folder or "://" in str(folder):
                 continue
             check_output_folder(folder)
-            if resuming:
+            own_last = Path(folder) / "last.ckpt"
+            if resumed == "last" or (resumed and same_file(resumed, own_last)):
                 continue
             earlier = sorted(p.name for p in Path(folder).glob("*.ckpt"))
             if earlier:
+                how = (
+                    f"resume it with --ckpt_path {own_last}"
+                    if not resumed
+                    else f"--ckpt_path {resumed} is not its last.ckpt; resume that with "
+                    f"--ckpt_path {own_last}"
+                )
                 raise ConfigError(
-                    f"{folder} already holds {', '.join(earlier)} from an earlier run: resume "
-                    f"it with --ckpt_path {Path(folder) / 'last.ckpt'}, write this run "
-                    "elsewhere with --checkpoint.dirpath DIR, or delete the old files first"
+                    f"{folder} already holds {', '.join(earlier)} from another run: {how}, "
+                    "write this run elsewhere with --checkpoint.dirpath DIR, or delete the old "
+                    "files first"
                 )
 
 
