@@ -74,17 +74,16 @@ def main(args: list[str] | None = None) -> None:
 
 def output_path(ckpt_path: str, output: str | None) -> Path:
     """The file to write: never the input, never an existing file."""
+    from seqtag.paths import check_output_file, refuse_same_file
+
     source = Path(ckpt_path)
     target = Path(output) if output else source.with_name(source.stem + ".calibrated.ckpt")
-    if target.resolve() == source.resolve():
-        raise OutputError(f"{target}: is the checkpoint being calibrated; give another --output")
-    if target.exists():
+    refuse_same_file(target, {"the checkpoint being calibrated (--ckpt_path)": source})
+    if target.exists() or target.is_symlink():
         raise OutputError(
             f"{target}: already exists; give another --output or delete it (it is never "
             "overwritten)"
         )
-    from seqtag.paths import check_output_file
-
     check_output_file(target)
     return target
 

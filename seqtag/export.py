@@ -55,9 +55,9 @@ from seqtag.models.chars import CharBiLSTM, CharCNN
 from seqtag.models.crf_algorithms import viterbi
 from seqtag.models.encoder import BiRNN, BiRNNEncoder
 from seqtag.models.tagger import Tagger
-from seqtag.paths import check_output_file
+from seqtag.paths import check_output_file, refuse_same_file, replaced_atomically
 
-__all__ = ["ExportedTagger", "export", "export_vocabulary", "main"]
+__all__ = ["ExportedTagger", "export", "export_vocabulary", "main", "vocabulary_path"]
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +264,29 @@ def _forget_loop_shapes(path: str) -> None:
     onnx.save(model, path)
 
 
+def vocabulary_path(output: str) -> str:
+    """The vocabulary sidecar written beside the model file ``output``."""
+    return output + ".vocab.json"
+
+
+def check_outputs(ckpt_path: str, output: str) -> None:
+    """Refuse outputs that cannot be written, or whose writing would destroy the checkpoint.
+
+    Both files (the model and its ``.vocab.json``) get the checks of any seqtag output (no
+    directory, device, pipe or symbolic link there), and neither may be the checkpoint being
+    exported, by name or through a symbolic or hard link.
+    """
+    inputs = {"the checkpoint being exported (--ckpt_path)": ckpt_path}
+    for path in (output, vocabulary_path(output)):
+        refuse_same_file(path, inputs)  # first: the more useful message for a link to it
+        check_output_file(path, missing_folder_ok=True)  # export creates the folder
+
+
 def export(ckpt_path: str, format: ExportFormat, output: str) -> None:
     """Write the checkpoint's tagger as ``output`` and its vocabularies as ``output.vocab.json``.
+
+    Both files are written under temporary names beside their targets and renamed into place
+    once both are complete: a failed export leaves any earlier files as they were.
 
     Args:
         ckpt_path: a seqtag checkpoint (``seqtag fit`` writes them).
@@ -279,6 +300,7 @@ def export(ckpt_path: str, format: ExportFormat, output: str) -> None:
         raise SeqtagError(f"unknown export format {format!r}; choose 'onnx' or 'torchscript'")
     if not os.path.isfile(ckpt_path):
         raise CheckpointError(f"{ckpt_path}: no such checkpoint file")
+    check_outputs(ckpt_path, output)
     try:
         model = SequenceTagger.load_from_checkpoint(ckpt_path, map_location="cpu")
     except (KeyError, EOFError, pickle.UnpicklingError, RuntimeError) as err:
@@ -294,15 +316,17 @@ def export(ckpt_path: str, format: ExportFormat, output: str) -> None:
         scripted = torch.jit.script(module)
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
-    if format == "torchscript":
-        scripted.save(output)
-    else:
-        _export_onnx(scripted, exported.has_chars, output)
     decoder = "crf" if exported.has_crf else "softmax"
-    with open(output + ".vocab.json", "w", encoding="utf-8") as stream:
-        json.dump(export_vocabulary(vocabularies, decoder, format), stream, ensure_ascii=False)
-        stream.write("\n")
-    log.info("wrote %s and %s.vocab.json", output, output)
+    sidecar = vocabulary_path(output)
+    with replaced_atomically(output) as model_file, replaced_atomically(sidecar) as vocab_file:
+        if format == "torchscript":
+            scripted.save(str(model_file))
+        else:
+            _export_onnx(scripted, exported.has_chars, str(model_file))
+        with open(vocab_file, "w", encoding="utf-8") as stream:
+            json.dump(export_vocabulary(vocabularies, decoder, format), stream, ensure_ascii=False)
+            stream.write("\n")
+    log.info("wrote %s and %s", output, sidecar)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -319,9 +343,9 @@ def main(args: list[str] | None = None) -> None:
     options = parser.parse_args(args)
     debug = options.debug or os.environ.get("SEQTAG_DEBUG") == "1"
     with one_line_errors(debug):
-        check_output_file(options.output, missing_folder_ok=True)  # export creates it
+        check_outputs(options.ckpt_path, options.output)  # before loading anything
         export(options.ckpt_path, options.format, options.output)
-    print(f"wrote {options.output} and {options.output}.vocab.json")
+    print(f"wrote {options.output} and {vocabulary_path(options.output)}")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, assert_one_line_error, run_seqtag
 
 from seqtag.calibrate import collect_dev_set, full_dev_batches
 from seqtag.cli import main
@@ -160,6 +161,29 @@ def test_calibrate_a_missing_dev_file_is_one_line(uncalibrated, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing.conllu" in err[0]
     assert not (tmp_path / "out.ckpt").exists()
+
+
+@pytest.mark.parametrize("how", ["same name", "symbolic link", "hard link"])
+def test_calibrate_never_writes_over_its_checkpoint_however_it_is_named(tmp_path, how):
+    """One rule with ``seqtag export`` (seqtag.paths.refuse_same_file), checked first."""
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"the user's model")
+    output = tmp_path / "out.ckpt"
+    if how == "same name":
+        output = tmp_path / "." / "model.ckpt"
+    elif how == "symbolic link":
+        output.symlink_to(checkpoint)
+    else:
+        os.link(checkpoint, output)
+    result = run_seqtag(
+        "calibrate",
+        f"--ckpt_path={checkpoint}",
+        f"--data.val_path={REPO / 'tests' / 'fixtures' / 'tiny.conllu'}",
+        f"--output={output}",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, f"{output}: is the checkpoint being calibrated (--ckpt_path)")
+    assert checkpoint.read_bytes() == b"the user's model"
 
 
 def test_calibration_enabled_bad_value_is_one_line(ewt_slice, tmp_path, capsys):
