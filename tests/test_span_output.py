@@ -347,8 +347,12 @@ def test_most_uncertain_writes_the_least_sure_sentences_in_the_input_format(
     uncertainties = _uncertainties(crf, [s.tokens for s in sentences])
     expected = _least_sure(uncertainties, 5)
     options = {"tag_field": "upos"} if fmt == "conllu" else {}
-    written = read_corpus(chosen, fmt, require_tags=False, **options)
-    assert [s.tokens for s in written] == [sentences[i].tokens for i in expected]
+    if fmt == "jsonl":  # its records hold tags, spans and uncertainty: no input to seqtag
+        written_tokens = [tuple(r["tokens"]) for r in _records(chosen)]
+    else:
+        written = read_corpus(chosen, fmt, require_tags=False, **options)
+        written_tokens = [s.tokens for s in written]
+    assert written_tokens == [sentences[i].tokens for i in expected]
     predicted = _trainer_predict(crf, corpus["test"])
     if fmt in ("columns", "conllu"):
         assert [list(s.tags) for s in written] == [predicted[i]["tags"] for i in expected]

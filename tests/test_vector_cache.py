@@ -130,6 +130,7 @@ BAD_ENTRIES = {
     "float64 matrix": lambda entry, kv: _put_matrix(entry, kv.vectors.astype(np.float64)),
     "NaN in the matrix": lambda entry, kv: _put_matrix(entry, kv.vectors * np.nan),
     "no fingerprint": lambda entry, kv: (entry / "source.json").write_text("{}"),
+    "lone surrogate": lambda entry, kv: _put_words(entry, ["\ud800", *kv.index_to_key[1:]]),
 }
 
 
@@ -194,3 +195,43 @@ def test_stale_partial_folders_are_removed_and_recent_ones_kept(tmp_path, cache)
     load_vectors(path)
     assert not stale.exists()
     assert recent.is_dir()
+
+
+@pytest.mark.parametrize("part", ["words.json", "source.json"])
+def test_an_entry_nested_too_deeply_is_discarded_and_rebuilt(
+    tmp_path, cache, monkeypatch, caplog, part
+):
+    path = tmp_path / "vectors.txt"
+    kv = _write(path)
+    load_vectors(path)
+    (_entry(cache) / part).write_text("[" * 100_000, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="seqtag"):
+        vectors = load_vectors(path)
+    assert vectors.words == kv.index_to_key
+    assert "ignoring an unreadable vector cache entry" in caplog.text
+    _forbid_parsing(monkeypatch)  # and the entry was rewritten
+    np.testing.assert_array_equal(load_vectors(path).matrix, vectors.matrix)
+
+
+def test_an_edit_in_the_middle_keeping_size_and_mtime_is_read_again(tmp_path, cache):
+    """One number changed mid-file (far from the first and last 64 KiB), size and time kept."""
+    words = [f"w{i:05d}" for i in range(20_000)]
+    path = tmp_path / "vectors.txt"
+    kv = _write(path, words=words)
+    assert path.stat().st_size > 4 * 65_536
+    before = load_vectors(path)
+    stat = path.stat()
+    lines = path.read_bytes().split(b"\n")
+    middle = len(lines) // 2
+    word, first, *rest = lines[middle].split(b" ")
+    changed = (b"9" if first[-1:] != b"9" else b"8") if first[-1:].isdigit() else None
+    assert changed is not None, lines[middle]
+    lines[middle] = b" ".join([word, first[:-1] + changed, *rest])
+    path.write_bytes(b"\n".join(lines))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    after = load_vectors(path)
+    row = words.index(word.decode())
+    assert after.matrix[row, 0] != before.matrix[row, 0]
+    assert after.matrix[row, 0] == np.float32(float(first[:-1] + changed))
+    np.testing.assert_array_equal(np.delete(after.matrix, row, 0), np.delete(kv.vectors, row, 0))
