@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -13,13 +12,22 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-from seqtag.errors import ConfigError
+from seqtag.errors import ConfigError, SeqtagError
 from seqtag.inference import NO_SPANS_FOR_MIN_CONFIDENCE, in_input_order
 from seqtag.options import PositiveInt, Probability, check_ranges
 from seqtag.prediction_format import format_conll, format_jsonl
 from seqtag.prediction_output import OutputSink
+from seqtag.prediction_progress import (
+    WRITER_OPTIONS,
+    check_prediction_files,
+    checkpoint_file,
+    digest,
+    output_file,
+    refuse_on_every_process,
+    run_fingerprint,
+)
 from seqtag.reliability import ReliabilityDiagram  # next to ConfusionMatrixPlot for users
-from seqtag.uncertain import UncertainOutput
+from seqtag.uncertain import SIDECAR_FORMATS, UncertainOutput, uncertain_sidecar_path
 
 __all__ = [
     "ConfusionMatrixPlot",
@@ -40,15 +48,21 @@ class PredictionWriter(BasePredictionWriter):
     each write their own chunks; rank 0 joins the parts at the end without any process
     sending predictions to another (see :mod:`seqtag.prediction_output`).
 
+    Nothing it writes may be a file it reads (the input, the checkpoint it predicts with) or
+    another of its outputs (the output, the uncertain output, that one's sidecar): such a
+    run is refused before tagging, whatever path (link, ``./``) names the file.
+
     Args:
-        output: file to write; standard output when unset (one process only).
+        output: file to write; standard output when unset or ``-`` (one process only).
         confidences: add the probability (softmax) or posterior marginal (CRF) of each tag.
         format: ``conll`` (token, tag[, confidence] columns), ``jsonl`` (one object per
             sentence: tokens, tags[, confidences], for span tasks ``spans`` with their
             confidence, and a JSON Lines input's other fields), or ``auto``: ``jsonl`` for
             JSON Lines input, else ``conll``.
         resume: continue the output of an interrupted run of the same command after its last
-            complete chunk; the result equals an uninterrupted run's byte for byte.
+            complete chunk; the result equals an uninterrupted run's byte for byte. Refused,
+            in one line, when the input, the model, the options or the parts differ from what
+            the interrupted run recorded (see :mod:`seqtag.prediction_progress`).
         min_confidence: span tasks only: spans less likely than this are dropped (their
             tokens are tagged ``O``), so that what is written can be acted on unchecked.
         most_uncertain: also write the N sentences the model is least sure about (``1 -`` the
@@ -86,27 +100,22 @@ class PredictionWriter(BasePredictionWriter):
         self._chunk: tuple[int, int] | None = None  # (chunk, chunk size) being collected
         self._pending: list[dict[str, Any]] = []
         self._input_format: str | None = None
+        self._data: dict[str, Any] = {}  # the DataModule's hyper-parameters
+        self._trainer = self._module = None
+        self._started = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        # Before any tagging: a bad output path fails at once.
+        # Before any tagging: a bad output path fails at once. Nothing is written yet: the
+        # model is not loaded, and a resumed run's record is checked against it (_start).
         data = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
+        self._data = dict(data)
         self._input_format = data.get("predict_format") or data.get("format")
+        self._trainer, self._module, self._started = trainer, pl_module, False
         rank, world_size = trainer.global_rank, trainer.world_size
-        predict_path = data.get("predict_path")
-        if (
-            self.output
-            and predict_path
-            and predict_path != "-"
-            and _same_file(self.output, predict_path)
-        ):
-            raise ConfigError(
-                f"prediction.output {self.output} is the input: the predictions would replace "
-                "the text they were made from; choose another file"
-            )
+        self._check_files(checkpoint_file(trainer))
         if self.uncertain_output is not None:
-            self._check_uncertain_output(predict_path)
             self.uncertain = UncertainOutput(
                 self.uncertain_output,
                 self.most_uncertain,
@@ -115,25 +124,55 @@ class PredictionWriter(BasePredictionWriter):
                 rank,
                 world_size,
             )
-        self.sink = OutputSink(self.output, rank, world_size, self.resume)
-        if self.uncertain is not None and self.resume:
-            self.uncertain.restore(self.sink.chunks_done)
+        self.sink = OutputSink(output_file(self.output), rank, world_size, self.resume)
 
-    def _check_uncertain_output(self, predict_path: str | None) -> None:
-        target = Path(self.uncertain_output).resolve()
-        for what, other in (("prediction.output", self.output), ("the input", predict_path)):
-            if other and other != "-" and Path(other).resolve() == target:
-                raise ConfigError(
-                    f"prediction.uncertain_output {self.uncertain_output} is {what}: choose "
-                    "another file"
-                )
+    def _check_files(self, checkpoint: str | None) -> None:
+        """No output over an input (the predict file, the checkpoint) or over another output."""
+        sidecar = None
+        if self.uncertain_output and self._input_format in (None, *SIDECAR_FORMATS):
+            sidecar = uncertain_sidecar_path(self.uncertain_output)
+        outputs = (output_file(self.output), self.uncertain_output, sidecar)
+        check_prediction_files(*outputs, self._data.get("predict_path"), checkpoint)
+
+    def _start(self) -> None:
+        """Once the model is loaded, before the first chunk is read (Lightning restores the
+        checkpoint after ``setup`` and reads the first batch before any prediction hook, so
+        this runs when the input's reader first asks for :attr:`chunks_done`): check the
+        outputs against the checkpoint, and a resumed run's record against this run's
+        fingerprint (a refusal on any process is one on all); then open this process's part.
+        """
+        if self._started or self.sink is None:
+            return
+        self._started = True
+        trainer, keep, failure = self._trainer, None, None
+        try:
+            checkpoint = checkpoint_file(trainer)
+            self._check_files(checkpoint)
+            if self.sink.output is not None:
+                options = {name: getattr(self, name) for name in WRITER_OPTIONS}
+                self.sink.start(run_fingerprint(options, self._data, checkpoint, self._module))
+                restored = self.sink.restored
+                if self.uncertain is not None and restored is not None:
+                    progress = self.sink.progress(self.sink.rank)
+                    keep = self.uncertain.restore(restored.uncertain, restored.chunk_size, progress)
+                if self.uncertain is not None and self.resume and trainer.global_rank == 0:
+                    self.uncertain.remove_stale_states()
+        except SeqtagError as err:
+            failure = err
+        refuse_on_every_process(trainer, failure)
+        self.sink.open(keep)
 
     @property
     def chunks_done(self) -> int:
-        """This process's chunks already in the output (a resumed run skips them)."""
-        return self.sink.chunks_done if self.sink is not None else 0
+        """This process's chunks already in the output (a resumed run skips them); asked
+        first by the input's reader, once the model is loaded: that starts it (:meth:`_start`)."""
+        if self.sink is None:
+            return 0
+        self._start()
+        return self.sink.chunks_done
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start()  # already done unless the input's reader never asked for chunks_done
         self._chunk, self._pending = None, []
         vocabularies = getattr(pl_module, "vocabularies", None)
         if self.min_confidence is not None and vocabularies and not vocabularies.corpus_scheme:
@@ -186,9 +225,15 @@ class PredictionWriter(BasePredictionWriter):
                 parts.append(format_conll(tokens, tags, confidences))
             if self.uncertain is not None:
                 self.uncertain.heap.add(_candidate(sentence))
+        state = None
         if self.uncertain is not None and self.sink.output is not None:
-            self.uncertain.save(self.sink.chunks_done + 1)  # before the chunk is recorded
+            # Its digest goes into the chunk's record; the state is saved after the record
+            # (a kill in between: the resumed run tags that chunk again).
+            state = self.uncertain.state_text(self.sink.chunks_done + 1)
+            self.sink.next_uncertain_digest = digest(state.encode())
         self.sink.write_chunk("".join(parts), self._chunk[1])
+        if state is not None:
+            self.uncertain.save_text(state)
         self._chunk, self._pending = None, []
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -350,11 +395,3 @@ class ConfusionMatrixPlot(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(self.path, dpi=120)
         plt.close(figure)
-
-
-def _same_file(first: str, second: str) -> bool:
-    """Whether two paths name one file (also through links); False when either is missing."""
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return False
