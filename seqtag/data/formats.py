@@ -21,6 +21,12 @@ exactly as given (users join it back to their input), and a token with a line br
 otherwise come out as more lines than the sentence has tokens; the fix is one ``tr`` or
 ``sed`` away, and a page-break ``\\f`` on a line of its own is usually a sign of text that
 needs cleaning anyway.
+
+Tokens: every reader, and ``tag()``, applies one rule
+(:func:`~seqtag.data.text_files.token_problem`): a token is not empty, not only whitespace (a
+lone NBSP or U+3000 between the spaces of a line), and holds no NUL or line break. A NUL byte
+anywhere is refused (:func:`~seqtag.data.text_files.open_text`): it is how UTF-16 text without
+a byte-order mark reads as UTF-8.
 """
 
 from __future__ import annotations
