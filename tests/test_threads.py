@@ -186,7 +186,7 @@ def test_explicit_threads(monkeypatch, no_thread_variables):
     assert explicit_threads() == 3
     monkeypatch.setenv("SEQTAG_THREADS", "1")
     assert explicit_threads() == 1  # seqtag's own variable wins
-    for bad in ("0", "two", ""):
+    for bad in ("0", "two", "", "4097", "99999999999999999999"):  # torch overflows on huge
         monkeypatch.setenv("SEQTAG_THREADS", bad)
         with pytest.raises(ConfigError, match="SEQTAG_THREADS must be a whole number"):
             explicit_threads()
