@@ -38,6 +38,7 @@ from seqtag.errors import ConfigError, OutputError
 from seqtag.evaluation import ECE_BINS, predicted_confidence
 from seqtag.models.tagger import Tagger
 from seqtag.resume import AtomicCheckpointIO
+from seqtag.run_folder import inside_folder
 
 __all__ = [
     "DevSet",
@@ -319,16 +320,33 @@ def _is_empty(loader: Any) -> bool:
 
 def _checkpoint_files(trainer: pl.Trainer) -> list[Path]:
     """The distinct checkpoint files this run's ModelCheckpoint callbacks wrote (links
-    resolved, so a ``last.ckpt`` link to ``best.ckpt`` is one file)."""
+    resolved, so a ``last.ckpt`` link to ``best.ckpt`` is one file).
+
+    Only ``.ckpt`` files inside the callback's own ``dirpath`` are the run's: paths restored
+    from a checkpoint of another run, or an edited one, may name anyone's files, and those are
+    never rewritten (a warning names them; :class:`seqtag.run_folder.CheckpointFolderGuard`
+    normally drops them when the checkpoint is loaded).
+    """
     files: dict[str, Path] = {}
     for callback in trainer.checkpoint_callbacks:
+        folder = getattr(callback, "dirpath", None)
+        extension = getattr(callback, "FILE_EXTENSION", ".ckpt")
+        models = getattr(callback, "best_k_models", None)
         paths = [
             getattr(callback, "best_model_path", ""),
             getattr(callback, "last_model_path", ""),
-            *getattr(callback, "best_k_models", {}),
+            *(models if isinstance(models, dict) else ()),
         ]
-        for name in paths:
-            if not name or "://" in str(name) or not os.path.isfile(name):
+        names = [name for name in paths if isinstance(name, str) and name]
+        for name in dict.fromkeys(names):  # best_model_path is in best_k_models too
+            if "://" in name:
+                continue
+            if folder is None or not inside_folder(name, folder, extension):
+                log.warning(
+                    "%s: not in the run's checkpoint folder %s: not calibrated", name, folder
+                )
+                continue
+            if not os.path.isfile(name):
                 continue
             real = os.path.realpath(name)
             files.setdefault(real, Path(real))

@@ -265,6 +265,27 @@ def check_resume_state(checkpoint: Mapping[str, Any]) -> None:
             f"cannot resume training from it: it has no {', '.join(map(repr, missing))} (a "
             "checkpoint saved with weights only, or edited); start a new run instead"
         )
+    # Lightning zips the run's optimizers with these: an empty list resumes with fresh ones.
+    optimizers = checkpoint["optimizer_states"]
+    if (
+        not isinstance(optimizers, list)
+        or not optimizers
+        or not all(
+            isinstance(state, Mapping)
+            and isinstance(state.get("state"), Mapping)
+            and isinstance(state.get("param_groups"), list)
+            and state["param_groups"]
+            and all(
+                isinstance(g, Mapping) and isinstance(g.get("params"), list)
+                for g in state["param_groups"]
+            )
+            for state in optimizers
+        )
+    ):
+        raise CheckpointError(
+            "cannot resume training from it: its 'optimizer_states' hold no usable optimizer "
+            "state (the file was edited); start a new run instead"
+        )
 
 
 def check_weights(stored: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:

@@ -12,16 +12,29 @@ was never interrupted when three things come back exactly:
   folder and renames it over the old one, so a kill while saving leaves the previous
   ``last.ckpt`` intact instead of a truncated one.
 
-:func:`install_resume_support` adds the last two to a Trainer (the CLI does it for you).
-Everything saved is plain data or tensors: checkpoints still open with ``weights_only=True``.
+Besides, a step checkpoint written after a training batch that validation follows (an
+epoch's last batch, or a ``val_check_interval`` batch) is marked as taken before that
+validation (:class:`PendingValidation`): Lightning would otherwise resume it as if the
+validation had run, so the resumed run would miss that epoch's metrics and the random draw of
+the validation loader, which shifts every later dropout mask. And restored ``ModelCheckpoint``
+state naming files outside the run's checkpoint folder is dropped with a warning
+(:class:`seqtag.run_folder.CheckpointFolderGuard`), so a checkpoint from elsewhere cannot make
+the new run overwrite or delete another run's files.
+
+:func:`install_resume_support` adds all of these to a Trainer (the CLI does it for you). A damaged
+random-number state or optimizer state is a :class:`~seqtag.errors.CheckpointError` naming the
+file, before training starts. Everything saved is plain data or tensors: checkpoints still open
+with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +44,12 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+
+from seqtag.errors import CheckpointError
+from seqtag.run_folder import CheckpointFolderGuard
+
+log = logging.getLogger(__name__)
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -71,6 +90,41 @@ def set_rng_states(states: dict[str, Any]) -> None:
         random.setstate((state["version"], tuple(state["state"]), state["gauss_next"]))
 
 
+#: What torch, numpy and ``random`` raise for a state they cannot take.
+_STATE_ERRORS = (RuntimeError, IndexError, ValueError, TypeError, KeyError, AttributeError)
+
+
+def rng_state_problem(state: Any) -> str | None:
+    """Why :class:`RNGStateCallback`'s stored ``state`` cannot be restored, or ``None``.
+
+    Each stored generator state (the process's own and, after DDP, every process's) is put
+    into the generators on trial, the way :func:`set_rng_states` will, and the generators are
+    set back to what they were: whatever torch, numpy or ``random`` refuse shows here.
+    """
+    if not isinstance(state, Mapping):
+        return f"a {type(state).__name__} instead of a dictionary"
+    per_rank = state.get("per_rank")
+    if per_rank is not None and not isinstance(per_rank, list):
+        return f"'per_rank' is a {type(per_rank).__name__}, not a list"
+    candidates = [state.get("rng"), *(per_rank or [])]
+    if candidates[0] is None and not per_rank:
+        return "no 'rng' entry"
+    before = collect_rng_states()
+    try:
+        for states in candidates:
+            if states is None:
+                continue
+            if not isinstance(states, Mapping) or not isinstance(states.get("torch"), torch.Tensor):
+                return "no torch generator state"
+            try:
+                set_rng_states(states)  # type: ignore[arg-type]
+            except _STATE_ERRORS as err:
+                return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    finally:
+        set_rng_states(before)
+    return None
+
+
 class RNGStateCallback(Callback):
     """Saves the global random-number states in each checkpoint; restores them on resume.
 
@@ -96,6 +150,32 @@ class RNGStateCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
 
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuse a stored state that cannot be put back, before training starts.
+
+        Runs before :meth:`load_state_dict`, where the file's name is still known, so an edited
+        state is one line naming the file instead of a ``RuntimeError`` from deep inside torch,
+        numpy or ``random`` at the first resumed step.
+        """
+        callbacks = checkpoint.get("callbacks")
+        state = callbacks.get(self.state_key) if isinstance(callbacks, Mapping) else None
+        if state is None:
+            log.warning(
+                "%s has no random-number state (written without %s): the resumed run's "
+                "dropout masks will differ from an uninterrupted run's",
+                trainer.ckpt_path,
+                type(self).__name__,
+            )
+            return
+        problem = rng_state_problem(state)
+        if problem is not None:
+            raise CheckpointError(
+                f"{trainer.ckpt_path}: cannot resume training from it: its random-number state "
+                f"is damaged ({problem}; the file was edited?)"
+            )
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
@@ -106,6 +186,87 @@ class RNGStateCallback(Callback):
         if states is not None:
             set_rng_states(states)
         self._pending = None
+
+
+class PendingValidation(Callback):
+    """Marks a checkpoint taken after a training batch that validation follows as such.
+
+    ``ModelCheckpoint`` writes step checkpoints in ``on_train_batch_end``; when the batch is
+    the epoch's last (or a ``val_check_interval`` batch) the validation runs only after that.
+    Lightning restores such a checkpoint as if the validation had already run: it is never
+    run, nor (at an epoch's end) the rest of the epoch's end. The resumed run then lacks that
+    validation's metrics (a callback monitoring them keeps an older best) and the random draw
+    its data loader makes, so every later dropout mask differs. Here the saved loop state says
+    what was true: the batch done, the validation begun and none of its batches run; Lightning
+    resumes that by running the whole validation, then goes on as the uninterrupted run did.
+
+    A run resumed with validation turned off at that point (``--trainer.limit_val_batches 0``,
+    another ``check_val_every_n_epoch``) cannot match the original anyway; for it the mark is
+    taken back on loading, so Lightning ends the epoch as it would have without it.
+    """
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if _validation_follows(trainer) and _set_validation_begun(checkpoint, True):
+            checkpoint.setdefault("callbacks", {})[self.state_key] = {"validation_begun": True}
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        callbacks = checkpoint.get("callbacks")
+        state = callbacks.get(self.state_key) if isinstance(callbacks, Mapping) else None
+        if not isinstance(state, Mapping) or state.get("validation_begun") is not True:
+            return
+        epoch = checkpoint.get("epoch")
+        every = trainer.check_val_every_n_epoch
+        validates = trainer.enable_validation and (
+            every is None or (isinstance(epoch, int) and (epoch + 1) % every == 0)
+        )
+        if not validates:
+            _set_validation_begun(checkpoint, False)
+
+
+def _validation_follows(trainer: pl.Trainer) -> bool:
+    """Saving inside ``on_train_batch_end`` of a batch after which Lightning validates."""
+    if trainer.state.fn != TrainerFn.FITTING or not trainer.training or trainer.sanity_checking:
+        return False
+    epoch_loop = trainer.fit_loop.epoch_loop
+    done = epoch_loop.batch_progress.current
+    if not done.ready == done.started == done.processed == done.completed + 1:
+        return False  # not between a batch's optimizer step and its end
+    should_validate = getattr(epoch_loop, "_should_check_val_fx", None)
+    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+    return should_validate is not None and fetcher is not None and bool(should_validate(fetcher))
+
+
+def _set_validation_begun(checkpoint: dict[str, Any], begun: bool) -> bool:
+    """Rewrite the loop state of a checkpoint taken in ``on_train_batch_end`` to the moment
+    after the batch's end with the validation just begun (``begun``), or back to what Lightning
+    wrote. ``False`` when the loop state is not one this knows (left as it is)."""
+    loops = checkpoint.get("loops")
+    loops = loops.get("fit_loop") if isinstance(loops, Mapping) else None
+    if not isinstance(loops, Mapping):
+        return False
+    batches = loops.get("epoch_loop.batch_progress")
+    validation = loops.get("epoch_loop.val_loop.batch_progress")
+    try:
+        for counts in (batches["total"], batches["current"]):
+            counts["completed"] = counts["processed"] - (0 if begun else 1)
+        done = int(validation["total"]["completed"])
+    except (KeyError, TypeError):
+        return False
+    # One validation batch fetched, none run: what Lightning calls restarted mid-evaluation.
+    fetched = 1 if begun else 0
+    validation["total"] = {
+        "ready": done + fetched,
+        "started": done + fetched,
+        "processed": done,
+        "completed": done,
+    }
+    validation["current"] = {"ready": fetched, "started": fetched, "processed": 0, "completed": 0}
+    validation["is_last_batch"] = False
+    return True
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -173,13 +334,15 @@ def _fsync_directory(folder: Path) -> None:
 
 
 def install_resume_support(trainer: pl.Trainer) -> None:
-    """Add :class:`RNGStateCallback` and :class:`AtomicCheckpointIO` unless already there.
+    """Add :class:`RNGStateCallback`, :class:`PendingValidation`, :class:`CheckpointFolderGuard`
+    and :class:`AtomicCheckpointIO` unless already there.
 
     The checkpoint writer is only replaced when it is Lightning's default
     ``TorchCheckpointIO``; a user's own plugin stays.
     """
-    if not any(isinstance(callback, RNGStateCallback) for callback in trainer.callbacks):
-        trainer.callbacks.append(RNGStateCallback())
+    for kind in (RNGStateCallback, PendingValidation, CheckpointFolderGuard):
+        if not any(isinstance(callback, kind) for callback in trainer.callbacks):
+            trainer.callbacks.append(kind())
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
