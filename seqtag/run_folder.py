@@ -95,7 +95,8 @@ def _files_outside(state: Mapping[str, Any], folder: str, extension: str) -> lis
     if models is not None and not isinstance(models, Mapping):
         return [f"best_k_models={models!r}"]
     named += list(models or {})
-    return [repr(name) for name in named if name and not inside_folder(name, folder, extension)]
+    outside = [repr(name) for name in named if name and not inside_folder(name, folder, extension)]
+    return list(dict.fromkeys(outside))  # best_model_path is among best_k_models too
 
 
 def _forget_files(state: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,17 @@ HELPERS = textwrap.dedent(
 
         def on_train_batch_end(self, trainer, *args):
             if trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+    class KillAtValidation(Callback):
+        '''SIGKILL this process as the validation after global step ``step`` starts.'''
+
+        def __init__(self, step: int = 0):
+            self.step = step
+
+        def on_validation_start(self, trainer, *args):
+            if trainer.global_step == self.step and not trainer.sanity_checking:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -221,8 +233,8 @@ def _final(run: Path) -> dict:
     return torch.load(run / "final.pt", weights_only=True)
 
 
-def _assert_same_weights(first: dict, second: dict) -> None:
-    assert first["step"] == second["step"] == 2 * STEPS_PER_EPOCH
+def _assert_same_weights(first: dict, second: dict, steps: int = 2 * STEPS_PER_EPOCH) -> None:
+    assert first["step"] == second["step"] == steps
     assert first["weights"].keys() == second["weights"].keys()
     for name, tensor in first["weights"].items():
         assert torch.equal(tensor, second["weights"][name]), name
@@ -276,3 +288,77 @@ def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path)
     assert "dataloader is not resumable" not in resumed.stderr
     assert _val_acc(tmp_path) == _val_acc(uninterrupted)
     _assert_same_weights(_final(tmp_path), _final(uninterrupted))
+
+
+# -- killed between an epoch's last batch and its validation --------------------------------
+# Epochs of 12 batches with a step checkpoint every 2: the step-24 checkpoint is written after
+# epoch 1's last batch, before that epoch's validation. Lightning resumes such a checkpoint as
+# if the validation had run (seqtag.resume.PendingValidation marks it as not yet begun).
+SHORT_EPOCHS = (
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=12",
+    "--checkpoint.every_n_train_steps=2",
+)
+SHORT_EPOCH_KILL = (
+    "--trainer.callbacks+=resume_helpers.KillAtValidation",
+    "--trainer.callbacks.step=24",
+)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_short_epochs(ewt_slice, helpers, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted-short")
+    result = _fit(ewt_slice, run, helpers, *SHORT_EPOCHS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def killed_before_validation(ewt_slice, helpers, tmp_path_factory) -> tuple[Path, Path]:
+    """The run killed as epoch 1's validation starts, and an untouched copy of its folder."""
+    run = tmp_path_factory.mktemp("killed-short")
+    killed = _fit(ewt_slice, run, helpers, *SHORT_EPOCHS, *SHORT_EPOCH_KILL)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    copy = tmp_path_factory.mktemp("killed-short-copy") / "run"
+    shutil.copytree(run, copy)
+    return run, copy
+
+
+@pytest.mark.slow
+def test_run_killed_before_an_epochs_validation_resumes_exactly(
+    ewt_slice, helpers, uninterrupted_short_epochs, killed_before_validation
+):
+    run, _ = killed_before_validation
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert (checkpoint["global_step"], checkpoint["epoch"]) == (24, 1)  # epoch 1's last batch
+    assert [epoch for epoch, _ in _val_acc(run)] == [0]  # killed before epoch 1's validation
+
+    resumed = _fit(ewt_slice, run, helpers, *SHORT_EPOCHS, f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _val_acc(run) == _val_acc(uninterrupted_short_epochs)  # epoch 1's included
+    assert [epoch for epoch, _ in _val_acc(run)] == [0, 1, 2]
+    _assert_same_weights(_final(run), _final(uninterrupted_short_epochs), steps=36)
+    for name in ("best.ckpt", "last.ckpt"):
+        ours = torch.load(run / "checkpoints" / name, weights_only=True)
+        theirs = torch.load(uninterrupted_short_epochs / "checkpoints" / name, weights_only=True)
+        assert ours["global_step"] == theirs["global_step"], name
+        for key, tensor in theirs["state_dict"].items():
+            assert torch.equal(ours["state_dict"][key], tensor), (name, key)
+
+
+@pytest.mark.slow
+def test_resumed_with_that_validation_turned_off_trains_no_extra_batch(
+    ewt_slice, helpers, killed_before_validation
+):
+    _, run = killed_before_validation
+    resumed = _fit(
+        ewt_slice,
+        run,
+        helpers,
+        *SHORT_EPOCHS,
+        "--trainer.limit_val_batches=0",
+        f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _final(run)["step"] == 36  # epoch 1 ends at its 12th batch, as it would have
