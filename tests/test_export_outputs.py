@@ -3,6 +3,7 @@
 Both the model file and its ``.vocab.json`` sidecar get the checks of every seqtag output (a
 symbolic link there is refused, not followed), neither may be the checkpoint being exported
 (by name, symbolic link or hard link), and a failed export leaves earlier files as they were.
+The temporary files behind every atomic write (seqtag.paths) are created exclusively.
 """
 
 from __future__ import annotations
@@ -123,3 +124,17 @@ def test_a_failed_export_leaves_the_earlier_files_as_they_were(models, tmp_path,
         export(str(models["crf"]), fmt, str(output))
     assert (_digest(output), _digest(sidecar)) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.out", "m.out.vocab.json"]
+
+
+def test_a_link_left_at_a_temporary_name_is_never_followed(tmp_path):
+    """Outputs are written under fresh temporary names (created exclusively), so a symbolic
+    link someone left at the name seqtag used to use (``NAME.tmp``) points nowhere it writes."""
+    from seqtag.paths import write_text_atomically
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n", encoding="utf-8")
+    target = tmp_path / "progress.json"
+    (tmp_path / "progress.json.tmp").symlink_to(victim)
+    write_text_atomically(target, "{}\n")
+    assert target.read_text(encoding="utf-8") == "{}\n" and not target.is_symlink()
+    assert victim.read_text(encoding="utf-8") == "precious\n"
