@@ -362,3 +362,26 @@ def test_resumed_with_that_validation_turned_off_trains_no_extra_batch(
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _final(run)["step"] == 36  # epoch 1 ends at its 12th batch, as it would have
+
+
+@pytest.mark.slow
+def test_run_killed_before_a_mid_epoch_validation_resumes_exactly(
+    ewt_slice, helpers, tmp_path_factory
+):
+    # Validation after every 6th batch: the step-18 checkpoint precedes epoch 1's first one.
+    options = (*SHORT_EPOCHS, "--trainer.val_check_interval=0.5")
+    uninterrupted = tmp_path_factory.mktemp("uninterrupted-mid")
+    result = _fit(ewt_slice, uninterrupted, helpers, *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path_factory.mktemp("killed-mid")
+    kill = ("--trainer.callbacks+=resume_helpers.KillAtValidation", "--trainer.callbacks.step=18")
+    killed = _fit(ewt_slice, run, helpers, *options, *kill)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 18
+
+    resumed = _fit(ewt_slice, run, helpers, *options, f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(_val_acc(uninterrupted)) == 6
+    assert _val_acc(run) == _val_acc(uninterrupted)
+    _assert_same_weights(_final(run), _final(uninterrupted), steps=36)
