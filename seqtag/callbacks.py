@@ -62,7 +62,8 @@ class PredictionWriter(BasePredictionWriter):
         resume: continue the output of an interrupted run of the same command after its last
             complete chunk; the result equals an uninterrupted run's byte for byte. Refused,
             in one line, when the input, the model, the options or the parts differ from what
-            the interrupted run recorded (see :mod:`seqtag.prediction_progress`).
+            the interrupted run recorded (see :mod:`seqtag.prediction_progress`); the parts
+            of a run with another number of processes are removed: it starts over.
         min_confidence: span tasks only: spans less likely than this are dropped (their
             tokens are tagged ``O``), so that what is written can be acted on unchecked.
         most_uncertain: also write the N sentences the model is least sure about (``1 -`` the

@@ -209,17 +209,24 @@ def check_prediction_files(
 
 
 def refuse_on_every_process(trainer: Any, failure: BaseException | None) -> None:
-    """Raise ``failure`` here, and a refusal on every other process if any process failed.
+    """Raise ``failure`` here, and the same refusal on every other process if any failed.
 
     Resume checks differ between processes (each its own part); a process that raised alone
-    would leave the others waiting for it forever.
+    would leave the others waiting for it forever. Every process raises the first failing
+    process's message, so all of them print the same line.
     """
-    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(
-        failure is not None, all=False
-    ):
-        raise failure or ConfigError(
-            "another process refused to resume the prediction output (its error says why)"
-        )
+    if trainer.world_size > 1:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            messages: list[str | None] = [None] * torch.distributed.get_world_size()
+            mine = None if failure is None else str(failure)
+            torch.distributed.all_gather_object(messages, mine)
+            first = next((message for message in messages if message), None)
+            if first is not None and first != mine:
+                raise ConfigError(first)
+        elif trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
+            raise failure or ConfigError(
+                "another process refused to resume the prediction output (its error says why)"
+            )
     if failure is not None:
         raise failure
 

@@ -8,14 +8,17 @@ renamed into place, which over ``/dev/null`` would replace the device).
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 from conftest import REPO, assert_one_line_error, run_seqtag, train_checkpoint
 
-from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.errors import OutputError
+from seqtag import PredictionWriter, SequenceTagger, TaggingDataModule
+from seqtag.errors import ConfigError, OutputError
 from seqtag.paths import check_output_file, check_output_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,3 +116,54 @@ def test_predictions_never_replace_their_input(model_path, tmp_path):
     )
     assert_one_line_error(result, "is the input")
     assert text.read_text(encoding="utf-8") == "a b\nc\n"
+
+
+# -- the prediction writer never writes over what it reads, nor over its own outputs ----------
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("output_is_checkpoint", "prediction.output {ckpt} is the checkpoint it predicts with"),
+        ("output_is_hard_link", "prediction.output {out} is the checkpoint it predicts"),
+        ("output_through_linked_folder", "prediction.output {out} is the checkpoint"),
+        ("uncertain_is_checkpoint", "prediction.uncertain_output {ckpt} is the checkpoint"),
+        ("sidecar_is_input", "the sidecar of prediction.uncertain_output {input} is the input"),
+        ("sidecar_is_output", "the sidecar of prediction.uncertain_output {out} is prediction."),
+    ],
+)
+def test_the_prediction_writer_never_writes_over_its_inputs(model_path, tmp_path, case, words):
+    """Through ``Trainer.predict`` (the CLI refuses these earlier, from its options): the
+    checkpoint is known to the writer once Lightning has loaded it."""
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copyfile(model_path, ckpt)
+    source = tmp_path / ("words.json" if case == "sidecar_is_input" else "in.txt")
+    source.write_text("a b\nc\n", encoding="utf-8")
+    options: dict = {"output": str(tmp_path / "out.conll")}
+    if case == "output_is_checkpoint":
+        options["output"] = str(ckpt)
+    elif case == "output_is_hard_link":
+        os.link(ckpt, tmp_path / "link.ckpt")
+        options["output"] = str(tmp_path / "link.ckpt")
+    elif case == "output_through_linked_folder":
+        (tmp_path / "folder").symlink_to(tmp_path)
+        options["output"] = str(tmp_path / "folder" / "model.ckpt")
+    elif case == "uncertain_is_checkpoint":
+        options.update(most_uncertain=1, uncertain_output=str(ckpt))
+    elif case == "sidecar_is_input":
+        options.update(most_uncertain=1, uncertain_output=str(tmp_path / "words"))
+    else:
+        options.update(output=str(tmp_path / "F.json"), most_uncertain=1)
+        options["uncertain_output"] = str(tmp_path / "F")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    trainer = pl.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[PredictionWriter(**options)],
+    )
+    data = TaggingDataModule(predict_path=str(source), predict_format="text")
+    model = SequenceTagger.load_from_checkpoint(ckpt)
+    expected = words.format(ckpt=ckpt, input=source, out=options["output"])
+    with pytest.raises(ConfigError, match="^" + re.escape(expected)):
+        trainer.predict(model, datamodule=data, ckpt_path=str(ckpt), return_predictions=False)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # nothing written, nothing replaced

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import train_checkpoint
+from conftest import run_seqtag, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
 from seqtag.cli import main
@@ -126,6 +126,23 @@ def test_standard_input_to_standard_output(checkpoint, text):
     ]
 
 
+def test_a_dash_as_output_is_standard_output(checkpoint, text, tmp_path):
+    """``--prediction.output -`` is standard output, as ``-`` is standard input for the input."""
+    result = run_seqtag(
+        "predict",
+        f"--ckpt_path={checkpoint}",
+        f"--data.predict_path={text}",
+        "--data.predict_format=text",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--prediction.output=-",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n\n") == 101
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file named "-", no parts
+
+
 def test_leftovers_of_an_interrupted_run_are_never_overwritten(checkpoint, text, tmp_path, capsys):
     output = tmp_path / "out.conll"
     leftover = tmp_path / "out.conll.rank0-of-1.partial"
@@ -178,13 +195,13 @@ def test_killed_prediction_resumes_to_the_same_bytes(checkpoint, text, tmp_path)
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if progress.exists() and len(json.loads(progress.read_text())["offsets"]) >= 3:
+        if progress.exists() and len(json.loads(progress.read_text())["lengths"]) >= 3:
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not output.exists(), "the run finished before it could be killed"
-    done = len(json.loads(progress.read_text())["offsets"])
+    done = len(json.loads(progress.read_text())["lengths"])
     assert 3 <= done < 60
     subprocess.run(
         [*command, f"--prediction.output={output}", "--prediction.resume=true"],
