@@ -126,10 +126,15 @@ def run_fingerprint(
         named["prediction.uncertain_output"] = os.path.abspath(named["prediction.uncertain_output"])
     named.update({f"data.{k}": v for k, v in data.items() if k not in NOT_IN_OUTPUT})
     return {
-        "input": file_fingerprint(source) if source and source != "-" else {"stream": source},
+        # A pipe (``-``, ``<(zcat ...)``) cannot be read twice: it is recorded, not hashed.
+        "input": file_fingerprint(source) if _regular(source) else {"stream": source},
         "checkpoint": file_fingerprint(checkpoint) if checkpoint else module_fingerprint(module),
         "options": plain(named),
     }
+
+
+def _regular(path: str | None) -> bool:
+    return bool(path) and path != "-" and os.path.isfile(path)
 
 
 def output_file(output: str | None) -> str | None:

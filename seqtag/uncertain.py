@@ -144,6 +144,8 @@ class UncertainOutput:
         if done == 0:
             return 0  # every chunk is tagged again: start from an empty heap
         state = self.state(self.rank)
+        if state.is_symlink() or (state.exists() and not state.is_file()):
+            raise OutputError(f"{state}: is not a regular file; {_START_OVER}")
         try:
             data: bytes | None = state.read_bytes()
         except FileNotFoundError:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -387,3 +390,25 @@ def test_resume_to_standard_output_is_refused(model, text, tmp_path, capsys):
     assert exit_info.value.code == 1
     assert "standard output has none" in capsys.readouterr().err
     assert not (tmp_path / "-").exists()
+
+
+def test_a_pipe_as_input_is_read_once(model, text, tmp_path):
+    """A named pipe (or ``<(zcat ...)``) cannot be fingerprinted without consuming it: it is
+    recorded as a stream, and every sentence is still tagged."""
+    reference, output = tmp_path / "reference.conll", tmp_path / "out.conll"
+    _predict(model, text, reference)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        pipe.write_bytes(text.read_bytes())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # a second reader gets an empty pipe, not a hang
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                time.sleep(0.05)
+
+    threading.Thread(target=feed, daemon=True).start()
+    _predict(model, pipe, output)
+    assert output.read_bytes() == reference.read_bytes()
