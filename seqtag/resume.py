@@ -21,10 +21,10 @@ state naming files outside the run's checkpoint folder is dropped with a warning
 (:class:`seqtag.run_folder.CheckpointFolderGuard`), so a checkpoint from elsewhere cannot make
 the new run overwrite or delete another run's files.
 
-:func:`install_resume_support` adds all of these to a Trainer (the CLI does it for you). A damaged
-random-number state or optimizer state is a :class:`~seqtag.errors.CheckpointError` naming the
-file, before training starts. Everything saved is plain data or tensors: checkpoints still open
-with ``weights_only=True``.
+:func:`install_resume_support` adds all of these to a Trainer (the CLI does it for you). A
+damaged random-number state or optimizer state (:mod:`seqtag.optimizer_state`) is a
+:class:`~seqtag.errors.CheckpointError` naming the file, before training starts. Everything
+saved is plain data or tensors: checkpoints still open with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
 from seqtag.errors import CheckpointError
+from seqtag.optimizer_state import OptimizerStateCheck
 from seqtag.run_folder import CheckpointFolderGuard
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 #: What torch, numpy and ``random`` raise for a state they cannot take.
-_STATE_ERRORS = (RuntimeError, IndexError, ValueError, TypeError, KeyError, AttributeError)
+_STATE_ERRORS = (
+    RuntimeError,
+    IndexError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+)
 
 
 def rng_state_problem(state: Any) -> str | None:
@@ -254,7 +263,7 @@ def _set_validation_begun(checkpoint: dict[str, Any], begun: bool) -> bool:
         for counts in (batches["total"], batches["current"]):
             counts["completed"] = counts["processed"] - (0 if begun else 1)
         done = int(validation["total"]["completed"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return False
     # One validation batch fetched, none run: what Lightning calls restarted mid-evaluation.
     fetched = 1 if begun else 0
@@ -334,13 +343,15 @@ def _fsync_directory(folder: Path) -> None:
 
 
 def install_resume_support(trainer: pl.Trainer) -> None:
-    """Add :class:`RNGStateCallback`, :class:`PendingValidation`, :class:`CheckpointFolderGuard`
-    and :class:`AtomicCheckpointIO` unless already there.
+    """Add :class:`RNGStateCallback`, :class:`PendingValidation`,
+    :class:`~seqtag.run_folder.CheckpointFolderGuard`,
+    :class:`~seqtag.optimizer_state.OptimizerStateCheck` and :class:`AtomicCheckpointIO`
+    unless already there.
 
     The checkpoint writer is only replaced when it is Lightning's default
     ``TorchCheckpointIO``; a user's own plugin stays.
     """
-    for kind in (RNGStateCallback, PendingValidation, CheckpointFolderGuard):
+    for kind in (RNGStateCallback, PendingValidation, CheckpointFolderGuard, OptimizerStateCheck):
         if not any(isinstance(callback, kind) for callback in trainer.callbacks):
             trainer.callbacks.append(kind())
     strategy = trainer.strategy

@@ -229,6 +229,7 @@ RNG_EDITS = {
     "python state short": lambda c: _rng(c)["python"].update(state=[1, 2, 3]),
     "python state of strings": lambda c: _rng(c)["python"].update(state=["x"] * 625),
     "python position out of range": lambda c: _rng(c)["python"]["state"].__setitem__(-1, 10**6),
+    "python word negative": lambda c: _rng(c)["python"]["state"].__setitem__(0, -1),
     "no torch state": lambda c: _rng(c).pop("torch"),
     "rng a list": lambda c: c["callbacks"]["RNGStateCallback"].update(rng=[1, 2]),
     "per_rank a number": lambda c: c["callbacks"]["RNGStateCallback"].update(per_rank=3),
@@ -263,7 +264,38 @@ def test_an_edited_rng_state_through_the_command_is_one_line(tmp_path, trained_r
     assert_one_line_error(result, f"{edited}: cannot resume training from it: its random-number")
 
 
-def test_a_checkpoint_without_optimizer_state_is_refused_by_a_plain_trainer(tmp_path, trained_run):
-    edited = _edited(trained_run, tmp_path / "edited.ckpt", _no_optimizer_state)
-    with pytest.raises(CheckpointError, match="optimizer_states"):
+def _optimizer(checkpoint: dict) -> dict:
+    return checkpoint["optimizer_states"][0]
+
+
+OPTIMIZER_EDITS = {
+    "no optimizer states": _no_optimizer_state,
+    "no parameter groups": lambda c: _optimizer(c).update(param_groups=[]),
+    "a group of another size": lambda c: _optimizer(c)["param_groups"][0].update(params=[0]),
+    "two optimizer states": lambda c: c["optimizer_states"].append(_optimizer(c)),
+    "a moment of another shape": lambda c: _optimizer(c)["state"][0].update(
+        exp_avg=torch.zeros(3, 3)
+    ),
+    "a moment that is text": lambda c: _optimizer(c)["state"][0].update(exp_avg="x"),
+    "state a list": lambda c: _optimizer(c).update(state=[1]),
+}
+
+
+@pytest.mark.parametrize("edit", list(OPTIMIZER_EDITS), ids=list(OPTIMIZER_EDITS))
+def test_an_edited_optimizer_state_is_refused_naming_the_file(tmp_path, trained_run, edit):
+    edited = _edited(trained_run, tmp_path / "edited.ckpt", OPTIMIZER_EDITS[edit])
+    with pytest.raises(CheckpointError, match="optimizer") as error:
         _plain_fit(tmp_path, [], 2, ckpt_path=edited)
+    assert "\n" not in str(error.value)
+
+
+def test_an_edited_optimizer_state_through_the_command_is_one_line(tmp_path, trained_run):
+    edit = OPTIMIZER_EDITS["a group of another size"]
+    edited = _edited(trained_run, tmp_path / "edited.ckpt", edit)
+    result = run_seqtag(
+        *_fit_args(tmp_path / "run", "--trainer.max_epochs=2"),
+        f"--checkpoint.dirpath={tmp_path / 'run' / 'ckpt'}",
+        f"--ckpt_path={edited}",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, f"{edited}: cannot resume training from it: its optimizer")
