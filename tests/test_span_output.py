@@ -247,7 +247,7 @@ def test_min_confidence_is_refused_for_a_pos_model(pos, corpus, tmp_path, capsys
         (
             ["--prediction.most_uncertain=3", "--prediction.uncertain_output=OUT"],
             1,
-            "is prediction.output",
+            "is the output of --prediction.output",
         ),
         (
             ["--prediction.most_uncertain=3", "--prediction.uncertain_output=missing/F"],
