@@ -34,6 +34,7 @@ except ImportError as error:
 import numpy as np
 import torch
 
+from seqtag.data.text_files import first_token_problem
 from seqtag.errors import ConfigError
 from seqtag.module import SequenceTagger
 
@@ -232,20 +233,27 @@ def _resolve_device(device: str) -> torch.device:
 
 
 def _tokens(row: Any, position: int, table: _Batch, column: str) -> list[str]:
-    """One row's tokens as a list of strings, or a TypeError that says which row and why."""
+    """One row's tokens as a list of strings, or an error that says which row and why: a
+    TypeError for what is not a list of strings, a ValueError for a token no reader takes."""
+    error: type[Exception] = TypeError
     if (isinstance(row, np.ndarray) and row.ndim == 1) or isinstance(row, (list, tuple)):
         tokens = list(row)
         bad = next((i for i, token in enumerate(tokens) if not isinstance(token, str)), None)
         if bad is None:
-            return [str(token) for token in tokens]  # numpy.str_ -> str
-        problem = f"its token {bad} is {_short(tokens[bad])} ({type(tokens[bad]).__name__})"
+            tokens = [str(token) for token in tokens]  # numpy.str_ -> str
+            refused = first_token_problem(tokens)  # the readers' and tag()'s rule
+            if refused is None:
+                return tokens
+            problem, error = f"its token {refused[0] - 1} {refused[1]}", ValueError
+        else:
+            problem = f"its token {bad} is {_short(tokens[bad])} ({type(tokens[bad]).__name__})"
     else:
         problem = f"it holds {_short(row)} ({type(row).__name__})"
         if isinstance(row, str):
             problem += "; split each sentence into tokens first"
     others = [name for name in table.names if name != column][:4]
     where = ", ".join(f"{name}={_short(table.value(name, position))}" for name in others)
-    raise TypeError(
+    raise error(
         f"RayTagger: row {position} of the batch ({where or 'no other columns'}): "
         f"{column!r} must be a list of token strings, but {problem}"
     )

@@ -204,6 +204,13 @@ def test_a_row_that_is_not_a_list_of_strings_is_named(tagger, tokens, problem):
         tagger(batch)
 
 
+@pytest.mark.parametrize("token", ["", "  ", "\u00a0"])
+def test_an_invisible_token_is_refused_as_tag_refuses_it(tagger, token):
+    batch = {"tokens": [["the", "dog"], ["the", token]], "id": [7, 8]}
+    with pytest.raises(ValueError, match=r"row 1 of the batch \(id=8\): .*its token 1"):
+        tagger(batch)
+
+
 def test_unknown_batch_type_and_device_are_refused(tagger, checkpoint):
     with pytest.raises(TypeError, match="batch_format="):
         tagger([["the", "dog"]])
