@@ -198,8 +198,10 @@ class TemperatureCalibration(Callback):
 
     The model in memory and every checkpoint file written by this run's ``ModelCheckpoint``
     callbacks (best, top-k and last) get a temperature fitted for their own weights; a file is
-    rewritten atomically with only ``state_dict["tagger.temperature"]`` changed. A run without
-    validation data is left uncalibrated (said at info level).
+    rewritten atomically with only ``state_dict["tagger.temperature"]`` changed. Only ``.ckpt``
+    files inside a callback's own ``dirpath`` are rewritten: paths it restored from a checkpoint
+    of elsewhere are never the run's (a warning names them). A run without validation data is
+    left uncalibrated (said at info level).
 
     With a :class:`~seqtag.data.datamodule.TaggingDataModule` the whole dev set is used; other
     validation loaders are used as the trainer has them. Under DDP, rank 0 alone fits (on the
