@@ -172,3 +172,23 @@ def test_a_checkpoint_temperature_out_of_range_is_refused(model_path, tmp_path, 
     assert str(edited) in str(caught.value)
     result = run_seqtag("test", f"--ckpt_path={edited}", f"--data.test_path={TINY}", cwd=tmp_path)
     assert_one_line_error(result, str(edited))
+
+
+def test_fit_without_a_logger_leaves_a_config_yaml_in_the_working_folder_alone(tmp_path):
+    """Lightning's config saver writes to the log folder: without a logger that is the working
+    folder, whose config.yaml may be the very file this run was started with."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data:\n  train_path: {TINY}\n", encoding="utf-8")
+    before = digest(config)
+    result = run_seqtag(
+        "fit",
+        f"--config={config}",
+        "--trainer.max_epochs=1",
+        "--model.hidden_size=8",
+        "--trainer.logger=false",
+        f"--checkpoint.dirpath={tmp_path / 'ck'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert digest(config) == before
+    assert (tmp_path / "ck" / "last.ckpt").exists()
