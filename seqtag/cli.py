@@ -386,6 +386,12 @@ def _run(args: list[str] | None) -> None:
             if debug:
                 raise
             raise CommandLineError(summarize_parser_error(str(err))) from None
+        except MisconfigurationException as err:
+            # Settings Lightning finds wrong only once running (a checkpoint monitor that the
+            # resumed model does not log): the user's, so one line, exit 2.
+            if debug:
+                raise
+            raise CommandLineError(str(err).strip().splitlines()[0]) from None
         except UnicodeDecodeError:
             # jsonargparse reads --config files (and YAML given to any option) without a
             # filename in its error; find the file on the command line, or it was not the

@@ -192,3 +192,26 @@ def test_fit_without_a_logger_leaves_a_config_yaml_in_the_working_folder_alone(t
     assert result.returncode == 0, result.stderr[-2000:]
     assert digest(config) == before
     assert (tmp_path / "ck" / "last.ckpt").exists()
+
+
+def test_resuming_with_a_monitor_the_model_does_not_log_is_one_line(tmp_path, model_path):
+    """A POS model logs no span F1; the run's checks cannot know the task before the checkpoint
+    is restored, so Lightning's complaint at the first validation is the one line."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.ckpt").write_bytes(model_path.read_bytes())
+    result = run_seqtag(
+        "fit",
+        f"--ckpt_path={run / 'last.ckpt'}",
+        f"--data.train_path={TINY}",
+        f"--data.val_path={TINY}",
+        "--checkpoint.monitor=val_f1",
+        "--trainer.max_epochs=2",
+        f"--checkpoint.dirpath={run}",
+        "--trainer.logger=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("seqtag: error:")]
+    assert len(errors) == 1 and "val_f1" in errors[0], result.stderr[-2000:]
