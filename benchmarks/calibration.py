@@ -86,7 +86,7 @@ def span_precision(
     (``start``, ``end`` exclusive, ``type``, ``confidence``); the gold spans are read from the
     test file as ``seqtag test`` reads them (conlleval's chunk rules).
     """
-    from seqtag.data.formats import read_corpus
+    from seqtag.data.io.formats import read_corpus
     from seqtag.data.schemes import get_spans
 
     scheme = data["tag_scheme"]

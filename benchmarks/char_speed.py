@@ -41,7 +41,7 @@ EWT_TRAIN = REPO / ".." / "shared" / "data" / "ud_en_ewt" / "en_ewt-ud-train.con
 
 
 def _sentences(path: Path) -> list[list[str]]:
-    from seqtag.data.formats import read_conllu
+    from seqtag.data.io.formats import read_conllu
 
     return [list(sentence.tokens) for sentence in read_conllu(path)]
 

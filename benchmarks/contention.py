@@ -62,7 +62,7 @@ def worker(args: argparse.Namespace) -> None:
     from corpus_slice import head_sentences
 
     from seqtag import SequenceTagger, TaggingDataModule
-    from seqtag.threads import ThreadPolicy
+    from seqtag.runtime.thread_policy import ThreadPolicy
 
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):

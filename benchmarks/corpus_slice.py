@@ -2,7 +2,7 @@
 
 Benchmarks (``run.py --quick``, ``--scaling``) and the tests' fixtures train on the head of a
 real corpus; seqtag itself never needs this, so it lives here rather than in
-:mod:`seqtag.data.formats`. ``tests/conftest.py`` imports it from this folder, as the scripts
+:mod:`seqtag.data.io.formats`. ``tests/conftest.py`` imports it from this folder, as the scripts
 beside it do (by module name, with ``benchmarks/`` on ``sys.path``).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from seqtag.data.text_files import open_text
+from seqtag.data.io.text_files import open_text
 
 
 def head_sentences(

@@ -15,7 +15,8 @@ data files are needed: batches are random, seeded, at realistic sizes.
 - ``char_cnn``, ``char_lstm``: forward + backward of :class:`seqtag.models.chars.CharCNN` and
   :class:`~seqtag.models.chars.CharBiLSTM` in training mode on ``[32, 25, 15]`` character ids
   (32 sentences of 15-25 words, words of 1-15 characters, zero-padded).
-- ``crf_train``, ``crf_decode``, ``crf_marginals``: :class:`seqtag.models.crf.CRF` with 17 tags
+- ``crf_train``, ``crf_decode``, ``crf_marginals``: :class:`seqtag.models.crf.layer.CRF` with 17
+tags
   on emissions ``[32, 40, 17]`` (sentences of 20-40 tokens): negative log-likelihood forward +
   backward, Viterbi decoding, and marginals.
 """
@@ -89,7 +90,7 @@ def bench_chars(repeats: int) -> dict[str, dict]:
 def bench_crf(repeats: int) -> dict[str, dict]:
     import torch
 
-    from seqtag.models.crf import CRF
+    from seqtag.models.crf.layer import CRF
 
     torch.manual_seed(0)
     batch, length, num_tags = 32, 40, 17

@@ -104,7 +104,9 @@ def matmul_peak_gflops(size: int = 1024, seconds: float = 1.0) -> float:
 
 
 #: What a training process imports before it reads any data: the floor under its peak memory.
-IMPORTS = "import torch, torchmetrics, lightning.pytorch, seqtag.module, seqtag.data.datamodule"
+IMPORTS = (
+    "import torch, torchmetrics, lightning.pytorch, seqtag.training.module, seqtag.data.datamodule"
+)
 
 
 def import_floor_mib(statement: str = IMPORTS) -> float:
@@ -139,8 +141,8 @@ def run_variant(variant: str, args: argparse.Namespace, scratch: Path) -> dict:
     from corpus_slice import head_sentences
 
     from seqtag import SequenceTagger, TaggingDataModule
-    from seqtag.callbacks import PredictionWriter
-    from seqtag.data.formats import read_conllu
+    from seqtag.data.io.formats import read_conllu
+    from seqtag.prediction.writer import PredictionWriter
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seqtag"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -83,10 +83,10 @@ def read_sentence_blocks(path: str | os.PathLike[str], fmt: str) -> list[list[st
     """A corpus's sentences as lists of raw lines, one list per sentence seqtag reads.
 
     CoNLL-U: blocks between blank lines (comments kept). Columns: token lines; a blank line or
-    a ``-DOCSTART-`` line ends a sentence, as in :func:`seqtag.data.formats.iter_columns`
+    a ``-DOCSTART-`` line ends a sentence, as in :func:`seqtag.data.io.formats.iter_columns`
     (``-DOCSTART-`` lines are dropped: blank lines between the sentences keep every boundary).
     """
-    from seqtag.data.text_files import open_text
+    from seqtag.data.io.text_files import open_text
 
     if fmt not in ("conllu", "columns"):
         raise SystemExit(f"{path}: only conllu and columns corpora can be sliced, not {fmt}")

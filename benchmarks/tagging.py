@@ -39,7 +39,7 @@ EWT_TRAIN = REPO / ".." / "shared" / "data" / "ud_en_ewt" / "en_ewt-ud-train.con
 #: Runs seqtag's CLI, then prints this process's peak resident memory (VmHWM, KiB).
 _RUN_CLI = (
     "import sys\n"
-    "from seqtag.cli import main\n"
+    "from seqtag.cli.main import main\n"
     "try:\n"
     "    main(sys.argv[1:])\n"
     "finally:\n"
@@ -64,7 +64,7 @@ print(json.dumps({"seconds": seconds, "tokens": sum(map(len, sentences))}))
 def write_texts(folder: Path, copies: int) -> tuple[Path, Path, int]:
     """EWT's training text once and ``copies`` times; returns the paths and x1 token count."""
     sys.path.insert(0, str(REPO))
-    from seqtag.data.formats import read_corpus
+    from seqtag.data.io.formats import read_corpus
 
     sentences = read_corpus(EWT_TRAIN, "conllu")
     text = "".join(" ".join(s.tokens) + "\n" for s in sentences)

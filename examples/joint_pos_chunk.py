@@ -3,7 +3,7 @@
 One shared :class:`seqtag.BiRNNEncoder` feeds two heads: a softmax over POS tags and a
 :class:`seqtag.CRF` over chunk tags (constrained to well-formed IOB2). Data comes from
 CoNLL-2000, whose columns are ``token POS chunk``; it is read twice with
-:func:`seqtag.data.formats.read_columns` (tag column 1, then 2). Scores come from
+:func:`seqtag.data.io.formats.read_columns` (tag column 1, then 2). Scores come from
 :class:`seqtag.TokenAccuracy` (POS) and :class:`seqtag.SpanF1` (chunks, conlleval-exact).
 
 Everything else (the vocabularies, batching, the training loop) is ordinary user code, to show
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from seqtag import CRF, BiRNNEncoder, SpanF1, TokenAccuracy, Vocabulary
 from seqtag.data.batching import LengthBucketSampler
-from seqtag.data.formats import read_columns
+from seqtag.data.io.formats import read_columns
 from seqtag.data.schemes import allowed_transitions
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "conll2000"

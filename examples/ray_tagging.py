@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ray
 
-from seqtag.ray import RayTagger
+from seqtag.integrations.ray_data import RayTagger
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 

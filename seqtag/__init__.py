@@ -6,7 +6,7 @@ The pieces most users import: :class:`SequenceTagger` (the LightningModule),
 :class:`Tagger` for models of one's own; :class:`DataSpec` is what the DataModule hands the
 model, and :class:`SeqtagCLI` the ``seqtag`` command's ``LightningCLI``.
 
-Names are imported on first use, so ``import seqtag.data.formats`` stays free of torch and
+Names are imported on first use, so ``import seqtag.data.io.formats`` stays free of torch and
 Lightning start-up cost.
 """
 
@@ -28,25 +28,25 @@ ONEDNN_CACHE_CAPACITY = "8"
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 
 _EXPORTS = {
-    "SequenceTagger": "seqtag.module",
-    "in_input_order": "seqtag.inference",
+    "SequenceTagger": "seqtag.training.module",
+    "in_input_order": "seqtag.prediction.inference",
     "TaggingDataModule": "seqtag.data.datamodule",
     "DataSpec": "seqtag.data.spec",
-    "SeqtagCLI": "seqtag.cli",
+    "SeqtagCLI": "seqtag.cli.main",
     "Vocabularies": "seqtag.data.vocab",
     "Vocabulary": "seqtag.data.vocab",
     "BiRNNEncoder": "seqtag.models.encoder",
     "BiRNN": "seqtag.models.encoder",
-    "CRF": "seqtag.models.crf",
+    "CRF": "seqtag.models.crf.layer",
     "Tagger": "seqtag.models.tagger",
     "CharCNN": "seqtag.models.chars",
     "CharBiLSTM": "seqtag.models.chars",
-    "SpanF1": "seqtag.metrics",
-    "TokenAccuracy": "seqtag.metrics",
-    "PredictionWriter": "seqtag.callbacks",
-    "TemperatureCalibration": "seqtag.calibrate",
-    "ReliabilityDiagram": "seqtag.reliability",
-    "ThreadPolicy": "seqtag.threads",
+    "SpanF1": "seqtag.metrics.span_f1",
+    "TokenAccuracy": "seqtag.metrics.span_f1",
+    "PredictionWriter": "seqtag.prediction.writer",
+    "TemperatureCalibration": "seqtag.calibration.temperature",
+    "ReliabilityDiagram": "seqtag.calibration.reliability",
+    "ThreadPolicy": "seqtag.runtime.thread_policy",
     "SeqtagError": "seqtag.errors",
     "CorpusFormatError": "seqtag.errors",
     "VectorFormatError": "seqtag.errors",

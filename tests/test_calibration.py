@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from seqtag.calibration import (
+from seqtag.calibration.metrics import (
     TEMPERATURE_RANGE,
     CalibrationError,
     ReliabilityBin,
@@ -182,7 +182,7 @@ def test_span_correctness():
 
 def test_reliability_diagram_is_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from seqtag.reliability import save_reliability_diagram
+    from seqtag.calibration.reliability import save_reliability_diagram
 
     generator = torch.Generator().manual_seed(2)
     confidences = torch.rand(2000, generator=generator)
@@ -205,7 +205,7 @@ def test_reliability_diagram_is_a_png(tmp_path):
 
 def test_reliability_diagram_refuses_a_directory_and_no_curves(tmp_path):
     pytest.importorskip("matplotlib")
-    from seqtag.reliability import save_reliability_diagram
+    from seqtag.calibration.reliability import save_reliability_diagram
 
     bins = reliability_bins([0.5], [True])
     with pytest.raises(OutputError, match="directory") as caught:
@@ -216,7 +216,7 @@ def test_reliability_diagram_refuses_a_directory_and_no_curves(tmp_path):
 
 
 def test_reliability_diagram_without_matplotlib(tmp_path, monkeypatch):
-    from seqtag.reliability import PlotDependencyError, save_reliability_diagram
+    from seqtag.calibration.reliability import PlotDependencyError, save_reliability_diagram
 
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import REPO, assert_one_line_error, run_seqtag
 
-from seqtag.calibrate import collect_dev_set, full_dev_batches
-from seqtag.cli import main
+from seqtag.calibration.temperature import collect_dev_set, full_dev_batches
+from seqtag.cli.main import main
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.module import SequenceTagger
+from seqtag.training.module import SequenceTagger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -165,7 +165,7 @@ def test_calibrate_a_missing_dev_file_is_one_line(uncalibrated, tmp_path, capsys
 
 @pytest.mark.parametrize("how", ["same name", "symbolic link", "hard link"])
 def test_calibrate_never_writes_over_its_checkpoint_however_it_is_named(tmp_path, how):
-    """One rule with ``seqtag export`` (seqtag.paths.refuse_same_file), checked first."""
+    """One rule with ``seqtag export`` (seqtag.files.outputs.refuse_same_file), checked first."""
     checkpoint = tmp_path / "model.ckpt"
     checkpoint.write_bytes(b"the user's model")
     output = tmp_path / "out.ckpt"

@@ -175,7 +175,8 @@ def test_build_char_encoder_options_apply_to_their_own_kind() -> None:
 @pytest.mark.parametrize("kind", ["cnn", "lstm"])
 @pytest.mark.parametrize("padding_idx", [0, 5])
 def test_scripted_module_equals_forward(kind: str, padding_idx: int) -> None:
-    """What seqtag.export compiles: the CNN as it is, the BiLSTM's forward_dense (no packing)."""
+    """What seqtag.integrations.export compiles: the CNN as it is, the BiLSTM's forward_dense (no
+    packing)."""
     torch.manual_seed(7)
     cls = CharCNN if kind == "cnn" else CharBiLSTM
     model = cls(NUM_CHARS, padding_idx=padding_idx).eval()

@@ -12,8 +12,8 @@ import torch
 import yaml
 from conftest import REPO
 
-from seqtag.cli import main
-from seqtag.module import SequenceTagger
+from seqtag.cli.main import main
+from seqtag.training.module import SequenceTagger
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 
@@ -233,7 +233,7 @@ def test_confusion_matrix_png_after_test(trained, tmp_path):
             "test",
             *args,
             f"--ckpt_path={best}",
-            "--trainer.callbacks+=seqtag.callbacks.ConfusionMatrixPlot",
+            "--trainer.callbacks+=seqtag.prediction.writer.ConfusionMatrixPlot",
             "--trainer.callbacks.top_k=5",
             f"--trainer.callbacks.output={image}",
         ]

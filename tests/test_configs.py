@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from seqtag.cli import main
+from seqtag.cli.main import main
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 

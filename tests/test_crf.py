@@ -1,6 +1,6 @@
 """CRF tests against brute-force enumeration of every tag path on tiny inputs.
 
-The oracle below shares no code with :mod:`seqtag.models.crf`: it scores each path with a
+The oracle below shares no code with :mod:`seqtag.models.crf.layer`: it scores each path with a
 plain Python sum in float64 and takes log-sum-exp / argmax over all ``T ** n`` paths.
 """
 
@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from seqtag.models.crf import CRF
-from seqtag.models.crf_algorithms import LogPartition, viterbi
+from seqtag.models.crf.algorithms import LogPartition, viterbi
+from seqtag.models.crf.layer import CRF
 
 PENALTY = -1e4
 LENGTHS = (4, 2, 1)  # B=3 sentences of different lengths, padded to L=4
@@ -567,7 +567,8 @@ def test_no_mask_means_every_position_is_real() -> None:
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_scripted_viterbi_equals_decode() -> None:
-    """TorchScript compiles the decoding recursion; seqtag.export runs it in its graphs."""
+    """TorchScript compiles the decoding recursion; seqtag.integrations.export runs it in its
+    graphs."""
     crf = _make_crf(5, constrained=True, seed=3)
     decode = torch.jit.script(viterbi)
     start, transitions, end = crf.constrained_scores()

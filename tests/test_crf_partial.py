@@ -1,7 +1,7 @@
 """Partial-label losses and temperature scaling, against brute-force enumeration.
 
 The oracle scores every tag path of a tiny sentence with plain float64 sums (sharing no code
-with :mod:`seqtag.models.crf`) and sums the paths that agree with ``allowed``.
+with :mod:`seqtag.models.crf.layer`) and sums the paths that agree with ``allowed``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqtag.models.crf import CRF
-from seqtag.models.crf_algorithms import LogPartition
+from seqtag.models.crf.algorithms import LogPartition
+from seqtag.models.crf.layer import CRF
 from seqtag.models.encoder import BiRNNEncoder
 from seqtag.models.tagger import Tagger
 

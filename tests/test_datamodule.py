@@ -13,7 +13,7 @@ from conftest import train_checkpoint
 from seqtag.data.batching import UNSEEN_TARGET
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import ConfigError, CorpusFormatError, VectorFormatError
-from seqtag.module import SequenceTagger
+from seqtag.training.module import SequenceTagger
 
 TRAIN = """\
 the DET

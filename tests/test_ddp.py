@@ -26,9 +26,9 @@ from conftest import REPO
 from lightning.pytorch.accelerators import CPUAccelerator
 
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.data.formats import read_corpus
-from seqtag.distributed import configure_threads, thread_budget
+from seqtag.data.io.formats import read_corpus
 from seqtag.errors import ConfigError
+from seqtag.runtime.threads import configure_threads, thread_budget
 
 UPOS_CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 DDP_CONFIG = REPO / "configs" / "trainer" / "ddp_cpu.yaml"
@@ -93,7 +93,7 @@ def restore_threads():
 
 def test_configure_threads_caps_cpu_processes(monkeypatch, restore_threads):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("seqtag.distributed.usable_cores", lambda: 4)
+    monkeypatch.setattr("seqtag.runtime.threads.usable_cores", lambda: 4)
     torch.set_num_threads(4)
     assert configure_threads(_fake_trainer(2)) == 2
     assert torch.get_num_threads() == 2
@@ -101,7 +101,7 @@ def test_configure_threads_caps_cpu_processes(monkeypatch, restore_threads):
 
 
 def test_configure_threads_leaves_explicit_settings_and_gpus_alone(monkeypatch, restore_threads):
-    monkeypatch.setattr("seqtag.distributed.usable_cores", lambda: 4)
+    monkeypatch.setattr("seqtag.runtime.threads.usable_cores", lambda: 4)
     torch.set_num_threads(4)
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert configure_threads(_fake_trainer(2)) is None
@@ -220,7 +220,7 @@ def test_ddp_test_metrics_equal_single_process(ddp_trained, ewt_slice, tmp_path)
         out = tmp_path / name
         run_args = [*args, f"--ckpt_path={best}", f"--trainer.logger.init_args.save_dir={out}"]
         # The plots ask for the log folder, a collective under DDP, from every rank.
-        run_args.append("--trainer.callbacks+=seqtag.callbacks.ConfusionMatrixPlot")
+        run_args.append("--trainer.callbacks+=seqtag.prediction.writer.ConfusionMatrixPlot")
         _seqtag("test", run_args, out / "record", ddp=ddp)
         metrics[name] = _metrics(out)
         assert len(list(out.rglob("confusion_matrix.png"))) == 1

@@ -61,7 +61,8 @@ def test_keeps_the_input_dtype() -> None:
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_scripted_dropout_is_pytorchs() -> None:
-    """TorchScript compiles the module (seqtag.export scripts it) to PyTorch's own dropout."""
+    """TorchScript compiles the module (seqtag.integrations.export scripts it) to PyTorch's own
+    dropout."""
     dropout = torch.jit.script(Dropout(0.5))
     x = torch.randn(40, 50)
     assert torch.equal(dropout.eval()(x), x)

@@ -1,7 +1,7 @@
 """Pretrained vectors: every format on tiny files made here, fallbacks, errors, alignment.
 
-Covers :mod:`seqtag.data.vector_files`, :mod:`seqtag.data.embeddings` and
-:mod:`seqtag.data.alignment` through their public functions.
+Covers :mod:`seqtag.data.vectors.files`, :mod:`seqtag.data.vectors.embeddings` and
+:mod:`seqtag.data.vectors.alignment` through their public functions.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from gensim.models import FastText, KeyedVectors
 from gensim.models.fasttext import save_facebook_model
 
-from seqtag.data.alignment import CoverageReport, align_vectors, pretrained_words_in
-from seqtag.data.embeddings import PretrainedVectors, load_vectors
+from seqtag.data.vectors.alignment import CoverageReport, align_vectors, pretrained_words_in
+from seqtag.data.vectors.embeddings import PretrainedVectors, load_vectors
 from seqtag.errors import VectorFormatError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -128,8 +128,8 @@ def test_text_formats_and_alignment_need_no_gensim(tiny) -> None:
     """Only the gensim loaders import gensim; sniffing, text parsing and alignment do not."""
     code = (
         "import sys\n"
-        "from seqtag.data.alignment import align_vectors\n"
-        "from seqtag.data.embeddings import load_vectors\n"
+        "from seqtag.data.vectors.alignment import align_vectors\n"
+        "from seqtag.data.vectors.embeddings import load_vectors\n"
         f"vectors = load_vectors({str(tiny[1]['glove'])!r}, cache=False)\n"
         "align_vectors(vectors, ['<pad>', '<unk>', 'The', 'cat'])\n"
         "print('gensim' in sys.modules)\n"
@@ -215,7 +215,7 @@ def test_align_vectors_and_coverage(caplog: pytest.LogCaptureFixture) -> None:
     vectors = table(["apple", "dog", "0000", "cat"], dim=8)
     vocabulary = ["<pad>", "<unk>", "apple", "Dog", "1999", "zebra"]
     counts = {"apple": 5, "Dog": 3, "1999": 2, "zebra": 10, "rare": 1}
-    with caplog.at_level(logging.INFO, logger="seqtag.data.alignment"):
+    with caplog.at_level(logging.INFO, logger="seqtag.data.vectors.alignment"):
         matrix, report = align_vectors(vectors, vocabulary, word_counts=counts, seed=3)
     assert matrix.shape == (6, 8)
     assert matrix.dtype == np.float32

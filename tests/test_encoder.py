@@ -151,7 +151,7 @@ def test_inputs_of_the_wrong_rank_are_refused():
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 @pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
 def test_scripted_run_equals_forward(rnn_type):
-    """TorchScript compiles BiRNN.run (seqtag.export calls it), dropout included."""
+    """TorchScript compiles BiRNN.run (seqtag.integrations.export calls it), dropout included."""
     torch.manual_seed(0)
     model = BiRNN(5, 7, num_layers=2, rnn_type=rnn_type, dropout=0.3).eval()
     scripted = torch.jit.script(model)

@@ -5,7 +5,7 @@ setup with one thing broken, and checks the exit status, that no traceback is pr
 the last stderr line names the file, the line and the problem.
 
 Importing torch and Lightning takes most of a run's time, so the cases share one runner
-process that imports ``seqtag.cli`` once and forks a fresh child per case; the child runs
+process that imports ``seqtag.cli.main`` once and forks a fresh child per case; the child runs
 ``seqtag/__main__.py`` with its own ``sys.argv``, stdout, stderr and exit status, just as
 ``python -m seqtag`` would. Where ``os.fork`` is missing each case is a plain subprocess, and
 one test checks that a plain ``python -m seqtag`` prints the same line as the runner.
@@ -48,7 +48,7 @@ COLUMNS = "Anna B-PER\nlives O\nin O\nParis B-LOC\n. O\n\nThe O\ncat O\nsat O\n"
 # seqtag/__main__.py like `python -m seqtag` and ends the way the interpreter would.
 RUNNER = """
 import json, os, runpy, sys, traceback
-import seqtag.cli
+import seqtag.cli.main
 for case in json.loads(sys.stdin.read()):
     sys.stdout.flush()
     sys.stderr.flush()

@@ -18,12 +18,12 @@ import pytest
 import torch
 from conftest import DATA, head_sentences
 
-from seqtag.callbacks import PredictionWriter
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.data.formats import read_conllu
+from seqtag.data.io.formats import read_conllu
 from seqtag.errors import CheckpointError
-from seqtag.export import ExportedTagger, export, main
-from seqtag.module import SequenceTagger
+from seqtag.integrations.export import ExportedTagger, export, main
+from seqtag.prediction.writer import PredictionWriter
+from seqtag.training.module import SequenceTagger
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

@@ -3,7 +3,7 @@
 Both the model file and its ``.vocab.json`` sidecar get the checks of every seqtag output (a
 symbolic link there is refused, not followed), neither may be the checkpoint being exported
 (by name, symbolic link or hard link), and a failed export leaves earlier files as they were.
-The temporary files behind every atomic write (seqtag.paths) are created exclusively.
+The temporary files behind every atomic write (seqtag.files.outputs) are created exclusively.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from conftest import REPO, assert_one_line_error, run_seqtag, train_checkpoint
 
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.export import export
-from seqtag.module import SequenceTagger
+from seqtag.integrations.export import export
+from seqtag.training.module import SequenceTagger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,7 +119,7 @@ def test_a_failed_export_leaves_the_earlier_files_as_they_were(models, tmp_path,
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("seqtag.export.export_vocabulary", full_disk)
+    monkeypatch.setattr("seqtag.integrations.export.export_vocabulary", full_disk)
     with pytest.raises(OSError, match="No space left"):
         export(str(models["crf"]), fmt, str(output))
     assert (_digest(output), _digest(sidecar)) == before
@@ -129,7 +129,7 @@ def test_a_failed_export_leaves_the_earlier_files_as_they_were(models, tmp_path,
 def test_a_link_left_at_a_temporary_name_is_never_followed(tmp_path):
     """Outputs are written under fresh temporary names (created exclusively), so a symbolic
     link someone left at the name seqtag used to use (``NAME.tmp``) points nowhere it writes."""
-    from seqtag.paths import write_text_atomically
+    from seqtag.files.outputs import write_text_atomically
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n", encoding="utf-8")

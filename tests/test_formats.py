@@ -1,4 +1,4 @@
-"""Tests for seqtag.data.formats: corpus syntax, error locations, and the shared corpora."""
+"""Tests for seqtag.data.io.formats: corpus syntax, error locations, and the shared corpora."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import head_sentences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqtag.data.formats import (
+from seqtag.data.io.formats import (
     Sentence,
     iter_corpus,
     iter_jsonl,
@@ -23,7 +23,7 @@ from seqtag.data.formats import (
     read_corpus,
     read_plain,
 )
-from seqtag.data.text_files import open_text
+from seqtag.data.io.text_files import open_text
 from seqtag.errors import CorpusFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"

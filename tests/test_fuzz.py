@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from seqtag.data.schemes import SCHEMES, convert_tags, get_spans, validate_tags
 from seqtag.errors import TagSchemeError
-from seqtag.metrics import SpanF1
+from seqtag.metrics.span_f1 import SpanF1
 
 PREFIXES = ["B-", "I-", "E-", "S-", "X-", "", "b-"]
 TYPES = ["PER", "LOC", "", "A-B"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.module import SequenceTagger
+from seqtag.training.module import SequenceTagger
 
 pytestmark = [
     pytest.mark.gpu,

@@ -14,9 +14,9 @@ import pytest
 from conftest import train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.callbacks import format_conll, format_jsonl
-from seqtag.cli import main
+from seqtag.cli.main import main
 from seqtag.errors import ConfigError
+from seqtag.prediction.writer import format_conll, format_jsonl
 
 TINY_CONLLU = Path(__file__).parent / "fixtures" / "tiny.conllu"
 SENTENCES = [["The", "cat", "sat", "."], ["A", "dog", "ran", "home", "."], ["Hi", "!"]]

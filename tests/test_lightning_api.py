@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.tuner import Tuner
 
 from seqtag import DataSpec, SequenceTagger, TaggingDataModule, in_input_order
-from seqtag.checkpoint import CHECKPOINT_KEY
+from seqtag.checkpoint.io import CHECKPOINT_KEY
 from seqtag.data.schemes import convert_tags
 from seqtag.errors import CheckpointError, ConfigError
 

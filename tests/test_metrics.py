@@ -11,7 +11,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 
 from seqtag.data.schemes import get_spans
 from seqtag.errors import TagSchemeError
-from seqtag.metrics import (
+from seqtag.metrics.span_f1 import (
     OTHER_TYPE,
     SpanF1,
     TokenAccuracy,

@@ -17,10 +17,10 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqtag.cli import SeqtagCLI, main
+from seqtag.cli.main import SeqtagCLI, main
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import ConfigError
-from seqtag.module import SequenceTagger
+from seqtag.training.module import SequenceTagger
 
 CONFIG = str(REPO / "configs" / "ud_ewt_upos.yaml")
 

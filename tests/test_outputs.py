@@ -19,7 +19,7 @@ from conftest import REPO, assert_one_line_error, run_seqtag, train_checkpoint
 
 from seqtag import PredictionWriter, SequenceTagger, TaggingDataModule
 from seqtag.errors import ConfigError, OutputError
-from seqtag.paths import check_output_file, check_output_folder
+from seqtag.files.outputs import check_output_file, check_output_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

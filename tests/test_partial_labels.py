@@ -13,12 +13,12 @@ import torch
 
 from seqtag.data.batching import PAD_TARGET, UNKNOWN_TARGET, UNSEEN_TARGET, collate
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.data.formats import read_conllu
+from seqtag.data.io.formats import read_conllu
 from seqtag.data.partial import GoldEncoder, GoldTags
 from seqtag.data.schemes import check_declared_scheme, convert_tags, scheme_tags
 from seqtag.data.vocab import Vocabularies, Vocabulary
 from seqtag.errors import ConfigError, CorpusFormatError
-from seqtag.metrics import SpanF1, TokenAccuracy, format_span_report
+from seqtag.metrics.span_f1 import SpanF1, TokenAccuracy, format_span_report
 
 # CoNLL-2000 layout: word, POS, chunk (IOB2 here); "_" marks an unknown chunk tag.
 CHUNKS = """\

@@ -21,10 +21,10 @@ import torch
 from conftest import REPO, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.cli import main
+from seqtag.cli.main import main
 from seqtag.errors import OutputError
-from seqtag.prediction_output import OutputSink
-from seqtag.uncertain import UncertainOutput
+from seqtag.prediction.output import OutputSink
+from seqtag.prediction.uncertain import UncertainOutput
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -344,7 +344,7 @@ def test_rank_zero_refuses_a_damaged_state_of_another_process(tmp_path, content,
 
 
 def test_the_sidecar_path_is_public():
-    from seqtag.uncertain import uncertain_sidecar_path
+    from seqtag.prediction.uncertain import uncertain_sidecar_path
 
     assert uncertain_sidecar_path("to/annotate.txt") == Path("to/annotate.txt.json")
 
@@ -377,7 +377,7 @@ def test_resume_with_another_number_of_processes_starts_over(model, text, tmp_pa
     reference, output = tmp_path / "reference.conll", tmp_path / "out.conll"
     _predict(model, text, reference)
     left = _parts_of_two_processes(output)
-    with caplog.at_level(logging.WARNING, logger="seqtag.prediction_output"):
+    with caplog.at_level(logging.WARNING, logger="seqtag.prediction.output"):
         _predict(model, text, output, "--prediction.resume=true")
     assert output.read_bytes() == reference.read_bytes()
     assert not any(path.exists() for path in left)

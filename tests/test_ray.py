@@ -1,4 +1,5 @@
-"""seqtag.ray.RayTagger on a local Ray, through examples/ray_tagging.py, against tag() and the CLI.
+"""seqtag.integrations.ray_data.RayTagger on a local Ray, through examples/ray_tagging.py, against
+tag() and the CLI.
 
 A tiny CRF is trained on a synthetic chunking corpus written here; Ray then tags 200 JSON Lines
 records that carry an id and a pass-through field, and every row must come back with its
@@ -20,8 +21,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from conftest import REPO, train_checkpoint  # noqa: E402
 
 from seqtag import ConfigError, SequenceTagger, TaggingDataModule  # noqa: E402
-from seqtag.cli import main as seqtag_main  # noqa: E402
-from seqtag.ray import RayTagger  # noqa: E402
+from seqtag.cli.main import main as seqtag_main  # noqa: E402
+from seqtag.integrations.ray_data import RayTagger  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -24,18 +24,18 @@ import torch
 from conftest import REPO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from seqtag.checkpoint.resume import (
+    AtomicCheckpointIO,
+    RNGStateCallback,
+    collect_rng_states,
+    set_rng_states,
+)
 from seqtag.data.batching import (
     EncodedDataset,
     EncodedSentence,
     LengthBucketSampler,
     ResumableDataLoader,
     collate,
-)
-from seqtag.resume import (
-    AtomicCheckpointIO,
-    RNGStateCallback,
-    collect_rng_states,
-    set_rng_states,
 )
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
@@ -205,8 +205,8 @@ def _fit(ewt_slice, run: Path, helpers: Path, *extra: str) -> subprocess.Complet
         f"--trainer.logger.init_args.save_dir={run}",
         f"--checkpoint.dirpath={run / 'checkpoints'}",
         "--checkpoint.every_n_train_steps=5",
-        "--trainer.callbacks+=seqtag.resume.RNGStateCallback",
-        "--trainer.plugins=seqtag.resume.AtomicCheckpointIO",
+        "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
+        "--trainer.plugins=seqtag.checkpoint.resume.AtomicCheckpointIO",
         "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
         f"--trainer.callbacks.path={run / 'final.pt'}",
         *extra,
@@ -293,7 +293,7 @@ def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path)
 # -- killed between an epoch's last batch and its validation --------------------------------
 # Epochs of 12 batches with a step checkpoint every 2: the step-24 checkpoint is written after
 # epoch 1's last batch, before that epoch's validation. Lightning resumes such a checkpoint as
-# if the validation had run (seqtag.resume.PendingValidation marks it as not yet begun).
+# if the validation had run (seqtag.checkpoint.resume.PendingValidation marks it as not yet begun).
 SHORT_EPOCHS = (
     "--trainer.max_epochs=3",
     "--trainer.limit_train_batches=12",

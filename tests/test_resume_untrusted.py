@@ -20,8 +20,8 @@ from conftest import REPO, assert_one_line_error, run_seqtag
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from seqtag import SequenceTagger, TaggingDataModule, TemperatureCalibration
+from seqtag.checkpoint.resume import install_resume_support, rng_state_problem
 from seqtag.errors import CheckpointError
-from seqtag.resume import install_resume_support, rng_state_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

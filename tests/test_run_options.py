@@ -15,7 +15,7 @@ from conftest import REPO
 from test_errors import run_cases
 
 from seqtag.errors import ConfigError
-from seqtag.module import SequenceTagger
+from seqtag.training.module import SequenceTagger
 
 TINY = REPO / "tests" / "fixtures" / "tiny.conllu"
 
@@ -176,6 +176,6 @@ def test_a_network_too_large_for_memory_is_a_config_error():
 
 def test_a_failed_allocation_is_a_config_error(monkeypatch):
     """Where the machine's memory cannot be read, the allocation itself fails: same error."""
-    monkeypatch.setattr("seqtag.network.memory_bytes", lambda: None)
+    monkeypatch.setattr("seqtag.training.network.memory_bytes", lambda: None)
     with pytest.raises(ConfigError, match=r"does not fit in memory.*allocating its parameters"):
         SequenceTagger(hidden_size=10_000_000)

@@ -2,7 +2,7 @@
 
 The oracle scores every path of a tiny sentence in float64, reads each path's chunks with
 :func:`seqtag.data.schemes.get_spans` (conlleval's rules), and sums the probabilities of the
-paths that contain a span: no code shared with :mod:`seqtag.models.crf_spans`.
+paths that contain a span: no code shared with :mod:`seqtag.models.crf.spans`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from seqtag.data.schemes import allowed_transitions, get_spans
-from seqtag.models.crf import CRF
-from seqtag.models.crf_spans import (
+from seqtag.models.crf.layer import CRF
+from seqtag.models.crf.spans import (
     SpanTags,
     best_path_probability,
     crf_span_marginals,

@@ -16,14 +16,14 @@ import torch
 from conftest import REPO, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule, in_input_order
-from seqtag.callbacks import PredictionWriter
-from seqtag.cli import main
+from seqtag.cli.main import main
 from seqtag.data.batching import collate, encode_sentence
-from seqtag.data.formats import read_corpus
+from seqtag.data.io.formats import read_corpus
 from seqtag.data.schemes import get_spans
 from seqtag.errors import ConfigError
-from seqtag.prediction_output import OutputSink
-from seqtag.uncertain import MostUncertain, UncertainOutput
+from seqtag.prediction.output import OutputSink
+from seqtag.prediction.uncertain import MostUncertain, UncertainOutput
+from seqtag.prediction.writer import PredictionWriter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import run_seqtag, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.cli import main
-from seqtag.data.formats import read_corpus
+from seqtag.cli.main import main
+from seqtag.data.io.formats import read_corpus
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,15 @@ from conftest import REPO
 from lightning.pytorch.accelerators import CPUAccelerator
 
 from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.distributed import configure_threads, explicit_threads
 from seqtag.errors import ConfigError
-from seqtag.threads import CpuTimes, ThreadController, ThreadPolicy, read_cpu_times, threads_for
+from seqtag.runtime.thread_policy import (
+    CpuTimes,
+    ThreadController,
+    ThreadPolicy,
+    read_cpu_times,
+    threads_for,
+)
+from seqtag.runtime.threads import configure_threads, explicit_threads
 
 TINY = str(REPO / "tests" / "fixtures" / "tiny.conllu")
 

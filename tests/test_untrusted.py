@@ -12,9 +12,9 @@ import torch
 from conftest import REPO, train_checkpoint
 
 from seqtag import TaggingDataModule
-from seqtag.data.embeddings import load_vectors
+from seqtag.data.vectors.embeddings import load_vectors
 from seqtag.errors import CheckpointError, VectorFormatError
-from seqtag.module import SequenceTagger
+from seqtag.training.module import SequenceTagger
 
 
 class _Payload:

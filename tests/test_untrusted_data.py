@@ -13,7 +13,7 @@ import pytest
 from conftest import train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.cli import main
+from seqtag.cli.main import main
 from seqtag.errors import ConfigError, CorpusFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"

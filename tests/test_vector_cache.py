@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-import seqtag.data.embeddings as embeddings
-from seqtag.data.embeddings import load_vectors
-from seqtag.data.vector_cache import STALE_PARTIAL_SECONDS, cache_dir
+import seqtag.data.vectors.embeddings as embeddings
+from seqtag.data.vectors.cache import STALE_PARTIAL_SECONDS, cache_dir
+from seqtag.data.vectors.embeddings import load_vectors
 from seqtag.errors import VectorFormatError
 
 

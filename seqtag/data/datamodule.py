@@ -26,7 +26,7 @@ from seqtag.data.batching import (
     collate,
     encode_sentence,
 )
-from seqtag.data.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
+from seqtag.data.io.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
 from seqtag.data.partial import (
     GoldEncoder,
     GoldTags,
@@ -88,9 +88,9 @@ class TaggingDataModule(pl.LightningDataModule):
             on EWT UPOS this lifted accuracy on unknown words markedly (see README). Default
             true, or the checkpoint's.
         vectors: pretrained word vectors read with gensim.
-        vectors_format: ``auto`` or a format of :func:`seqtag.data.embeddings.load_vectors`.
+        vectors_format: ``auto`` or a format of :func:`seqtag.data.vectors.embeddings.load_vectors`.
         vectors_cache: parse the vector file once and load it from seqtag's cache afterwards
-            (see :mod:`seqtag.data.vector_cache`; ``SEQTAG_CACHE_DIR`` says where).
+            (see :mod:`seqtag.data.vectors.cache`; ``SEQTAG_CACHE_DIR`` says where).
         vectors_top_k: also add the ``k`` most frequent words of the vector table to the
             vocabulary, so text unseen in every split still finds vectors at prediction time
             (>= 0; 0 adds none).

@@ -113,8 +113,8 @@ def build_spec(
         options: the DataModule's settings (``min_freq``, ``vectors``, ``vectors_format``,
             ``vectors_cache``, ``vectors_top_k``, ``seed`` and the encoding settings).
     """
-    from seqtag.data.alignment import align_vectors, pretrained_words_in
-    from seqtag.data.embeddings import load_vectors
+    from seqtag.data.vectors.alignment import align_vectors, pretrained_words_in
+    from seqtag.data.vectors.embeddings import load_vectors
 
     settings = dict(ENCODING_DEFAULTS)
     settings.update({key: options[key] for key in ENCODING_DEFAULTS if options[key] is not None})

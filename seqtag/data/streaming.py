@@ -4,7 +4,7 @@
 of sentences at a time (a *chunk*), batches them by length (so padding stays low, as in
 evaluation), and yields the batches with every sentence's position in the input. Chunk ``c``
 belongs to process ``c % world_size``, so several processes share the work without talking
-to each other, and each writes its chunks in order (see :mod:`seqtag.prediction_output`). Peak
+to each other, and each writes its chunks in order (see :mod:`seqtag.prediction.output`). Peak
 memory is set by the chunk size, not by the input's size.
 """
 
@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
-from seqtag.data.formats import Sentence
+from seqtag.data.io.formats import Sentence
 from seqtag.data.vocab import Vocabularies
 
 #: Sentences per chunk unless configured (``data.predict_chunk_size``). Tagging EWT's training

@@ -8,7 +8,8 @@ inference batches, so that only new spellings are computed. :class:`PerTypeExtra
 of :class:`~seqtag.models.chars.CharCNN` and :class:`~seqtag.models.chars.CharBiLSTM`, puts the
 two together (when each applies, and the choice about dropout: see :mod:`seqtag.models.chars`).
 
-All of it is Python only: the TorchScript graphs that :mod:`seqtag.export` writes compute every
+All of it is Python only: the TorchScript graphs that :mod:`seqtag.integrations.export` writes
+compute every
 word, as before.
 """
 

@@ -30,7 +30,8 @@ computation (and masks). In evaluation without gradients, a bounded LRU cache
 features across batches, checked against the parameters at every call so it is never stale,
 and emptied when training starts.
 
-Both modules compile with ``torch.jit.script`` (:mod:`seqtag.export` scripts them), the CNN
+Both modules compile with ``torch.jit.script`` (:mod:`seqtag.integrations.export` scripts them),
+the CNN
 as it is. Packing has no TorchScript-to-ONNX form, so the scripted BiLSTM runs
 :meth:`CharBiLSTM.forward_dense` instead: every word slot, each direction on its own, the
 backward one over each word reversed within its length, so that padding never enters the

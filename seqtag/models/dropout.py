@@ -8,7 +8,8 @@ per unit, took 1.2 ms). The drop probability is ``p`` rounded to a multiple of 1
 kept units are scaled by the inverse of the *rounded* keep probability, so the expected output
 still equals the input exactly. Other devices keep PyTorch's fused kernel.
 
-TorchScript compiles :class:`Dropout` (:mod:`seqtag.export` scripts the model's modules): the
+TorchScript compiles :class:`Dropout` (:mod:`seqtag.integrations.export` scripts the model's
+modules): the
 scripted module takes PyTorch's path on every device, since the CPU mask is not scriptable.
 """
 

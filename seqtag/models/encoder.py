@@ -9,7 +9,7 @@ length-bucketed batches waste only a few percent on padding.
 Every ``forward`` here takes ``lengths`` as an int tensor ``[B]``, a list of ints, or ``None``
 (every sentence fills all ``T`` positions), and checks it (see :func:`lengths_tensor`).
 :meth:`BiRNN.run` is the recurrence alone, on checked lengths; TorchScript compiles it, and
-:mod:`seqtag.export` calls it.
+:mod:`seqtag.integrations.export` calls it.
 """
 
 from __future__ import annotations

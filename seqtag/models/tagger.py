@@ -7,9 +7,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from seqtag.models.crf import CRF, Temperature
-from seqtag.models.crf_partial import softmax_nll, softmax_partial_nll
-from seqtag.models.crf_spans import (
+from seqtag.models.crf.layer import CRF, Temperature
+from seqtag.models.crf.partial import softmax_nll, softmax_partial_nll
+from seqtag.models.crf.spans import (
     SpanTags,
     best_path_probability,
     span_confidence,
@@ -75,7 +75,7 @@ class Tagger(nn.Module):
         position may have (one for a known tag, all for a missing one, several for an
         ambiguous one); ``tags`` is then unused except, with softmax and no ``mask``, to mark
         padding (below 0). The loss is minus the log-probability of the agreeing tag
-        sequences (:mod:`seqtag.models.crf_partial`): with a CRF averaged over the real tokens
+        sequences (:mod:`seqtag.models.crf.partial`): with a CRF averaged over the real tokens
         like the ordinary loss, with softmax over the tokens that are not fully unknown.
 
         ``temperature`` (a tensor gets a gradient) divides every score, for calibrating
@@ -132,7 +132,7 @@ class Tagger(nn.Module):
         """Calibrated probability of each span [N] (rows ``(batch row, start, end, type)``).
 
         Exact with a CRF, a per-token product with softmax
-        (:func:`~seqtag.models.crf_spans.span_confidence`).
+        (:func:`~seqtag.models.crf.spans.span_confidence`).
         """
         return span_confidence(self.crf, emissions, mask, spans, span_tags, self.temperature)
 

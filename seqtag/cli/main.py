@@ -1,0 +1,406 @@
+"""The ``seqtag`` command: Lightning's CLI with seqtag's defaults and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    LRSchedulerTypeTuple,
+    SaveConfigCallback,
+)
+from lightning.pytorch.plugins import CheckpointIO
+from torch.optim import Optimizer
+
+from seqtag.calibration.reliability import ReliabilityDiagram
+from seqtag.calibration.temperature import TemperatureCalibration
+from seqtag.checkpoint.io import SeqtagCheckpointIO, read_checkpoint_file
+from seqtag.checkpoint.resume import install_resume_support
+from seqtag.checkpoint.schema import check_arguments
+from seqtag.cli.messages import (
+    one_line_errors,
+    parser_error_line,
+    silence_stdout,
+    summarize_parser_error,
+    undecodable_config,
+)
+from seqtag.cli.outputs import (
+    config_files,
+    no_logs_in_the_working_folder,
+    refuse_outputs_over_inputs,
+)
+from seqtag.data.datamodule import TaggingDataModule
+from seqtag.errors import CheckpointError, CommandLineError, ConfigError
+from seqtag.files.outputs import check_output_folder, same_file
+from seqtag.prediction.writer import PredictionProgressBar, PredictionWriter
+from seqtag.runtime.thread_policy import ThreadPolicy
+from seqtag.training.module import SequenceTagger
+
+
+class TrainingConfigSaver(SaveConfigCallback):
+    """Lightning's config saver, for ``fit`` with a logger only, never over a given config.
+
+    Evaluation and prediction runs write no config, nor does training without a logger: the
+    log folder is then the working directory, where Lightning's saver would overwrite any
+    ``config.yaml`` (the user's own, perhaps the one this run was started with). With a
+    logger, a log folder holding one of this run's ``--config`` files is left alone too.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.loggers:
+            return
+        target = os.path.join(trainer.log_dir or "", self.config_filename)
+        given = [str(getattr(item, "absolute", item)) for item in self.config.get("config") or []]
+        if any(same_file(target, name) for name in given):
+            logging.getLogger("seqtag").warning(
+                "%s is this run's --config: not overwritten with the full config", target
+            )
+            return
+        super().setup(trainer, pl_module, stage)
+
+
+class SeqtagCLI(LightningCLI):
+    """The ``seqtag`` command: Lightning's CLI with seqtag's sections and defaults.
+
+    - ``optimizer:`` and ``lr_scheduler:`` are Lightning's usual sections, linked to the
+      model's ``optimizer``/``lr_scheduler`` arguments (``link_to``), so the model makes them
+      in ``configure_optimizers``, after its network exists.
+    - ``checkpoint:`` configures a ``ModelCheckpoint`` (``best.ckpt``/``last.ckpt`` in a fixed
+      folder); ``seqtag fit`` refuses to start in a folder that already holds an earlier run's
+      checkpoints, unless it resumes that run with ``--ckpt_path``.
+    - ``prediction:`` configures the :class:`~seqtag.prediction.writer.PredictionWriter`.
+    - ``model:`` defaults to :class:`~seqtag.SequenceTagger`, and with ``--ckpt_path`` the
+      model's hyper-parameters and the data's file-format options come from the checkpoint, so
+      ``seqtag predict --ckpt_path M --data.predict_path F`` needs no config.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_optimizer_args(
+            (Optimizer,), nested_key="optimizer", link_to="model.init_args.optimizer"
+        )
+        parser.add_lr_scheduler_args(
+            LRSchedulerTypeTuple, nested_key="lr_scheduler", link_to="model.init_args.lr_scheduler"
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "model": {"class_path": "seqtag.SequenceTagger"},
+                "checkpoint.monitor": "val_acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
+        # Fits the temperature on the dev set at the end of fit (--calibration.enabled false).
+        parser.add_lightning_class_args(TemperatureCalibration, "calibration")
+        # After test: reliability bins (JSON) and diagrams (--reliability.enabled false).
+        parser.add_lightning_class_args(ReliabilityDiagram, "reliability")
+        # Fewer intra-op threads while other processes keep cores busy (--threads.enabled
+        # false); off for --trainer.deterministic true, whose results must not depend on load.
+        parser.add_lightning_class_args(ThreadPolicy, "threads")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then read ``ckpt_path``'s checkpoint once, as plain data, before Lightning can.
+
+        The checkpoint is found where the parser put it, however it was given (``--ckpt_path``,
+        a config file, a ``predict:`` section, the last of two options, an abbreviation), and
+        opened by seqtag's one reader (:func:`~seqtag.checkpoint.io.read_checkpoint_file`):
+        validated, with only its checked plain hyper-parameters kept. Those become the
+        model's arguments here. Lightning's own parsing of the checkpoint (which hands its
+        class paths to jsonargparse, importing what they name) is skipped: ``ckpt_path`` is
+        held back until :meth:`before_instantiate_classes`. For ``test``, ``validate`` and
+        ``predict`` the checkpoint's file-format options become defaults that anything the
+        user gives overrides.
+
+        With ``parser_kwargs={"exit_on_error": False}`` (as :func:`main` passes), a command line
+        or config that does not parse raises :class:`CommandLineError` with a one-line summary
+        instead of printing the usage and exiting.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        self._parse(parser, args, argv)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path:
+            if subcommand != "fit":
+                raise CommandLineError(
+                    f"seqtag {subcommand} needs a trained model: pass --ckpt_path "
+                    "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
+                )
+            return
+        checkpoint = read_checkpoint_file(ckpt_path, SequenceTagger)
+        if checkpoint and subcommand != "fit":
+            options = checkpoint_data_options(ckpt_path, checkpoint)
+            if options:
+                at = argv.index(subcommand) + 1 if subcommand in argv else 0
+                argv = [*argv[:at], "--data", json.dumps(options), *argv[at:]]
+                self._parse(parser, args, argv)
+        if checkpoint:
+            _restore_model_arguments(self.config[subcommand], checkpoint)
+        self.checkpoint_path = ckpt_path
+        self.config[subcommand]["ckpt_path"] = None
+
+    def _parse(self, parser: LightningArgumentParser, args: Any, argv: list[str]) -> None:
+        if args is None:
+            sys.argv[1:] = argv  # Lightning warns when given both sys.argv and args
+        try:
+            super().parse_arguments(parser, None if args is None else argv)
+        except ArgumentError as err:
+            raise CommandLineError(parser_error_line(str(err), argv)) from err
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand and getattr(self, "checkpoint_path", None):
+            self.config[self.subcommand]["ckpt_path"] = self.checkpoint_path
+        # Checkpoints are opened with weights_only=True unless the user asks otherwise, also on
+        # torch versions whose torch.load default still unpickles arbitrary objects.
+        if self.subcommand and self.config[self.subcommand].get("weights_only") is None:
+            self.config[self.subcommand]["weights_only"] = True
+        if self.subcommand == "predict":
+            # The writer streams predictions to the output; Lightning keeping them all as well
+            # would make memory grow with the input.
+            self.config["predict"]["return_predictions"] = False
+        if self.subcommand:
+            section = self.config[self.subcommand]
+            no_logs_in_the_working_folder(self.subcommand, section)
+            refuse_outputs_over_inputs(section, config_files(self.config, section))
+        from seqtag.cli.run_options import check_run_options  # values that would fail later
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_run_options(self.subcommand, config.as_dict())
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """Lightning's trainer, reading checkpoints through :class:`SeqtagCheckpointIO`.
+
+        So a file that ``--ckpt_path last`` or ``hpc`` resolves to is validated like a named
+        one. A ``CheckpointIO`` plugin of the user's own is left alone. Trainer settings it
+        refuses (``--trainer.max_epochs -5``) are a command-line error (one line, status 2).
+        """
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = config.get("trainer") or {}
+        plugins = kwargs.get("plugins", trainer_config.get("plugins"))
+        plugins = (
+            [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        )
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, SeqtagCheckpointIO()]
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as err:
+            raise CommandLineError(f"trainer: {err}") from err
+
+    def after_instantiate_classes(self) -> None:
+        install_resume_support(self.trainer)
+        _progress_bar_on_stderr(self.trainer)
+
+    def before_fit(self) -> None:
+        """Refuse a checkpoint folder that cannot be written, or that holds another run's
+        checkpoints, before the first epoch rather than after it.
+
+        Resuming is writing into a folder with checkpoints only when it resumes that folder's
+        own ``last.ckpt``: resuming from elsewhere into it would replace that run's files.
+        """
+        resumed = getattr(self, "checkpoint_path", None)
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            if not folder or "://" in str(folder):
+                continue
+            check_output_folder(folder)
+            own_last = Path(folder) / "last.ckpt"
+            if resumed == "last" or (resumed and same_file(resumed, own_last)):
+                continue
+            earlier = sorted(p.name for p in Path(folder).glob("*.ckpt"))
+            if earlier:
+                how = (
+                    f"resume it with --ckpt_path {own_last}"
+                    if not resumed
+                    else f"--ckpt_path {resumed} is not its last.ckpt; resume that with "
+                    f"--ckpt_path {own_last}"
+                )
+                raise ConfigError(
+                    f"{folder} already holds {', '.join(earlier)} from another run: {how}, "
+                    "write this run elsewhere with --checkpoint.dirpath DIR, or delete the old "
+                    "files first"
+                )
+
+
+def checkpoint_data_options(ckpt_path: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The file-format options and dev/test files ``checkpoint`` supplies as data defaults.
+
+    Training files and ``predict_path`` are never taken.
+    """
+    stored = checkpoint.get("datamodule_hyper_parameters") or {}
+    options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
+    try:
+        check_arguments(options, TaggingDataModule, "datamodule_hyper_parameters")
+    except CheckpointError as err:
+        raise CheckpointError(f"{ckpt_path}: {err}") from None
+    return options
+
+
+def _restore_model_arguments(section: Any, checkpoint: dict[str, Any]) -> None:
+    """Set the model's arguments to the checkpoint's, where the model has them.
+
+    The values are the checked plain ones of :func:`~seqtag.checkpoint.io.read_checkpoint_file`,
+    set directly: no class path from a checkpoint reaches the parser. An argument the run's
+    model class does not have (``--model`` naming a class of the user's) is left as it is.
+    """
+    model = section.get("model")
+    init_args = model.get("init_args") if model is not None else None
+    if init_args is None:
+        return
+    for key, value in checkpoint["hyper_parameters"].items():
+        if key in init_args:
+            init_args[key] = value
+
+
+#: Data options a checkpoint supplies to ``seqtag test|validate|predict`` unless given.
+CHECKPOINT_DATA_OPTIONS = (
+    "val_path",
+    "test_path",
+    "format",
+    "predict_format",
+    "tag_field",
+    "token_column",
+    "tag_column",
+    "eval_batch_size",
+    "missing_tag",
+)
+
+
+def _progress_bar_on_stderr(trainer: pl.Trainer) -> None:
+    """Swap Lightning's default bar for one that draws the prediction bar on stderr."""
+    for position, callback in enumerate(trainer.callbacks):
+        if type(callback) is TQDMProgressBar:
+            replacement = PredictionProgressBar(
+                refresh_rate=callback.refresh_rate, process_position=callback.process_position
+            )
+            trainer.callbacks[position] = replacement
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("seqtag")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("seqtag: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+DESCRIPTION = (
+    "seqtag: BiRNN sequence taggers (POS tagging, chunking, NER) on PyTorch Lightning. "
+    "Subcommands: fit (train), validate, test, predict (tag text), export "
+    "(ONNX/TorchScript; see seqtag export --help) and calibrate (fit a checkpoint's "
+    "temperature; see seqtag calibrate --help). seqtag --version prints the versions."
+)
+
+
+def _version_line() -> str:
+    import lightning
+
+    from seqtag import __version__
+
+    return f"seqtag {__version__} (torch {torch.__version__}, lightning {lightning.__version__})"
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run ``seqtag fit|validate|test|predict|export``; user errors end as one line on stderr.
+
+    An error caused by the input (a :class:`~seqtag.errors.SeqtagError`: a malformed corpus or
+    vector file, a file that is not a seqtag checkpoint, a command line or config that does not
+    parse, a config file that is not UTF-8) is printed as the single line
+    ``seqtag: error: WHAT`` on stderr, without a traceback, and the process exits with status 2
+    for command-line and config errors (as argparse does) and 1 for everything else. Any other
+    exception is a bug and keeps its traceback. ``--debug`` (anywhere on the command line) or
+    ``SEQTAG_DEBUG=1`` re-raises user errors too, to show where they came from. ``--help`` and
+    ``--print_config`` print to stdout and exit 0 as usual.
+
+    Standard output closed early by its reader (``seqtag predict ... | head``) ends the run
+    quietly, as Unix tools do, with status 141, the shell's status for a process ended by
+    SIGPIPE (128 + 13), so ``set -o pipefail`` sees what it sees for ``cat`` or ``grep``.
+
+    Args:
+        args: the arguments after ``seqtag``; ``None`` reads ``sys.argv``.
+    """
+    try:
+        try:
+            _run(args)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+    except BrokenPipeError:
+        silence_stdout()
+        raise SystemExit(141) from None
+
+
+def _run(args: list[str] | None) -> None:
+    """:func:`main` without its handling of a closed standard output."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] in (["--version"], ["-V"]):
+        print(_version_line())
+        return
+    if argv[:1] == ["export"]:
+        from seqtag.integrations.export import main as export_main
+
+        export_main(argv[1:])
+        return
+    if argv[:1] == ["calibrate"]:
+        from seqtag.cli.calibrate import main as calibrate_main
+
+        calibrate_main(argv[1:])
+        return
+    debug = "--debug" in argv or os.environ.get("SEQTAG_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    if args is None:
+        # Let Lightning read sys.argv itself: passing args= as well makes it warn.
+        sys.argv[1:] = argv
+    _configure_logging()
+    with one_line_errors(debug):  # user errors and the system's refusals: one line
+        try:
+            SeqtagCLI(
+                SequenceTagger,
+                TaggingDataModule,
+                subclass_mode_model=True,
+                save_config_callback=TrainingConfigSaver,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
+                args=None if args is None else argv,
+            )
+        except ArgumentError as err:
+            # Parse errors of the command line became CommandLineErrors in parse_arguments;
+            # what reaches here comes from jsonargparse instantiating the parsed classes.
+            if debug:
+                raise
+            raise CommandLineError(summarize_parser_error(str(err))) from None
+        except MisconfigurationException as err:
+            # Settings Lightning finds wrong only once running (a checkpoint monitor that the
+            # resumed model does not log): the user's, so one line, exit 2.
+            if debug:
+                raise
+            raise CommandLineError(str(err).strip().splitlines()[0]) from None
+        except UnicodeDecodeError:
+            # jsonargparse reads --config files (and YAML given to any option) without a
+            # filename in its error; find the file on the command line, or it was not the
+            # user's input.
+            error = None if debug else undecodable_config(argv)
+            if error is None:
+                raise
+            raise error from None
+
+
+if __name__ == "__main__":
+    main()

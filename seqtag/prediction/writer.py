@@ -1,0 +1,400 @@
+"""Callbacks: writing predictions in input order, also when several processes predict."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from seqtag.calibration.reliability import (
+    ReliabilityDiagram,  # next to ConfusionMatrixPlot for users
+)
+from seqtag.errors import ConfigError, SeqtagError
+from seqtag.options import PositiveInt, Probability, check_ranges
+from seqtag.prediction.formats import format_conll, format_jsonl
+from seqtag.prediction.inference import NO_SPANS_FOR_MIN_CONFIDENCE, in_input_order
+from seqtag.prediction.output import OutputSink
+from seqtag.prediction.progress import (
+    WRITER_OPTIONS,
+    check_prediction_files,
+    checkpoint_file,
+    digest,
+    output_file,
+    refuse_on_every_process,
+    run_fingerprint,
+)
+from seqtag.prediction.uncertain import SIDECAR_FORMATS, UncertainOutput, uncertain_sidecar_path
+
+__all__ = [
+    "ConfusionMatrixPlot",
+    "PredictionProgressBar",
+    "PredictionWriter",
+    "ReliabilityDiagram",
+    "format_conll",  # re-exported: they lived here first
+    "format_jsonl",
+]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``seqtag predict`` output as it is produced, in input order, crash-safe.
+
+    Predictions arrive chunk by chunk (see :mod:`seqtag.data.streaming`); each finished chunk
+    is sorted back into input order and appended to this process's part of the output, so
+    memory holds one chunk, and a kill loses at most the chunk in progress. Several processes
+    each write their own chunks; rank 0 joins the parts at the end without any process
+    sending predictions to another (see :mod:`seqtag.prediction.output`).
+
+    Nothing it writes may be a file it reads (the input, the checkpoint it predicts with) or
+    another of its outputs (the output, the uncertain output, that one's sidecar): such a
+    run is refused before tagging, whatever path (link, ``./``) names the file.
+
+    Args:
+        output: file to write; standard output when unset or ``-`` (one process only).
+        confidences: add the probability (softmax) or posterior marginal (CRF) of each tag.
+        format: ``conll`` (token, tag[, confidence] columns), ``jsonl`` (one object per
+            sentence: tokens, tags[, confidences], for span tasks ``spans`` with their
+            confidence, and a JSON Lines input's other fields), or ``auto``: ``jsonl`` for
+            JSON Lines input, else ``conll``.
+        resume: continue the output of an interrupted run of the same command after its last
+            complete chunk; the result equals an uninterrupted run's byte for byte. Refused,
+            in one line, when the input, the model, the options or the parts differ from what
+            the interrupted run recorded (see :mod:`seqtag.prediction.progress`); the parts
+            of a run with another number of processes are removed: it starts over.
+        min_confidence: span tasks only: spans less likely than this are dropped (their
+            tokens are tagged ``O``), so that what is written can be acted on unchecked.
+        most_uncertain: also write the N sentences the model is least sure about (``1 -`` the
+            probability of its predicted tag sequence) to ``uncertain_output``, for annotation
+            (see :mod:`seqtag.prediction.uncertain`).
+        uncertain_output: the file for ``most_uncertain``, in the input's format.
+    """
+
+    def __init__(
+        self,
+        output: str | None = None,
+        confidences: bool = False,
+        format: Literal["auto", "conll", "jsonl"] = "auto",
+        resume: bool = False,
+        min_confidence: Probability | None = None,
+        most_uncertain: PositiveInt | None = None,
+        uncertain_output: str | None = None,
+    ) -> None:
+        check_ranges("prediction", PredictionWriter.__init__, locals())
+        if (most_uncertain is None) != (uncertain_output is None):
+            raise ConfigError(
+                "prediction.most_uncertain and prediction.uncertain_output go together: the "
+                "number of sentences to pick and the file to write them to"
+            )
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.confidences = confidences
+        self.format = format
+        self.resume = resume
+        self.min_confidence = min_confidence
+        self.most_uncertain = most_uncertain
+        self.uncertain_output = uncertain_output
+        self.sink: OutputSink | None = None
+        self.uncertain: UncertainOutput | None = None
+        self._chunk: tuple[int, int] | None = None  # (chunk, chunk size) being collected
+        self._pending: list[dict[str, Any]] = []
+        self._input_format: str | None = None
+        self._data: dict[str, Any] = {}  # the DataModule's hyper-parameters
+        self._trainer = self._module = None
+        self._started = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        # Before any tagging: a bad output path fails at once. Nothing is written yet: the
+        # model is not loaded, and a resumed run's record is checked against it (_start).
+        data = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
+        self._data = dict(data)
+        self._input_format = data.get("predict_format") or data.get("format")
+        self._trainer, self._module, self._started = trainer, pl_module, False
+        rank, world_size = trainer.global_rank, trainer.world_size
+        self._check_files(checkpoint_file(trainer))
+        if self.uncertain_output is not None:
+            self.uncertain = UncertainOutput(
+                self.uncertain_output,
+                self.most_uncertain,
+                self._input_format,
+                data.get("tag_field") or "upos",
+                rank,
+                world_size,
+            )
+        self.sink = OutputSink(output_file(self.output), rank, world_size, self.resume)
+
+    def _check_files(self, checkpoint: str | None) -> None:
+        """No output over an input (the predict file, the checkpoint) or over another output."""
+        sidecar = None
+        if self.uncertain_output and self._input_format in (None, *SIDECAR_FORMATS):
+            sidecar = uncertain_sidecar_path(self.uncertain_output)
+        outputs = (output_file(self.output), self.uncertain_output, sidecar)
+        check_prediction_files(*outputs, self._data.get("predict_path"), checkpoint)
+
+    def _start(self) -> None:
+        """Once the model is loaded, before the first chunk is read (Lightning restores the
+        checkpoint after ``setup`` and reads the first batch before any prediction hook, so
+        this runs when the input's reader first asks for :attr:`chunks_done`): check the
+        outputs against the checkpoint, and a resumed run's record against this run's
+        fingerprint (a refusal on any process is one on all); then open this process's part.
+        """
+        if self._started or self.sink is None:
+            return
+        self._started = True
+        trainer, keep, failure = self._trainer, None, None
+        try:
+            checkpoint = checkpoint_file(trainer)
+            self._check_files(checkpoint)
+            if self.sink.output is not None:
+                options = {name: getattr(self, name) for name in WRITER_OPTIONS}
+                self.sink.start(run_fingerprint(options, self._data, checkpoint, self._module))
+                restored = self.sink.restored
+                if self.uncertain is not None and restored is not None:
+                    progress = self.sink.progress(self.sink.rank)
+                    keep = self.uncertain.restore(restored.uncertain, restored.chunk_size, progress)
+                if self.uncertain is not None and self.resume and trainer.global_rank == 0:
+                    self.uncertain.remove_stale_states()
+        except SeqtagError as err:
+            failure = err
+        refuse_on_every_process(trainer, failure)
+        self.sink.open(keep)
+
+    @property
+    def chunks_done(self) -> int:
+        """This process's chunks already in the output (a resumed run skips them); asked
+        first by the input's reader, once the model is loaded: that starts it (:meth:`_start`)."""
+        if self.sink is None:
+            return 0
+        self._start()
+        return self.sink.chunks_done
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start()  # already done unless the input's reader never asked for chunks_done
+        self._chunk, self._pending = None, []
+        vocabularies = getattr(pl_module, "vocabularies", None)
+        if self.min_confidence is not None and vocabularies and not vocabularies.corpus_scheme:
+            raise ConfigError(NO_SPANS_FOR_MIN_CONFIDENCE)
+        if self.uncertain is not None and not hasattr(pl_module, "predict_uncertainty"):
+            raise ConfigError(
+                f"prediction.most_uncertain needs a model that says how sure it is of each "
+                f"sentence (seqtag.SequenceTagger), not {type(pl_module).__name__}"
+            )
+        if hasattr(pl_module, "predict_confidences"):
+            pl_module.predict_confidences = self.confidences
+            # Span confidences cost a pass per span with a CRF: computed where written.
+            pl_module.predict_spans = self.format == "jsonl" or (
+                self.format == "auto" and self._input_format in (None, "jsonl")
+            )
+            pl_module.predict_min_confidence = self.min_confidence
+            pl_module.predict_uncertainty = self.uncertain is not None
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        chunk = (batch["chunk"], batch["chunk_size"])
+        if self._chunk is not None and chunk != self._chunk:
+            self._flush()
+        self._chunk = chunk
+        for sentence, extra in zip(prediction, batch["extra"], strict=True):
+            self._pending.append({**sentence, "extra": extra})
+
+    def _flush(self) -> None:
+        if self._chunk is None:
+            return
+        jsonl = self.format == "jsonl" or (
+            self.format == "auto" and any(s["extra"] is not None for s in self._pending)
+        )
+        parts = []
+        for sentence in in_input_order([self._pending]):
+            confidences = sentence["confidences"] if self.confidences else None
+            tokens, tags = sentence["tokens"], sentence["tags"]
+            if jsonl:
+                extra, spans = sentence["extra"], sentence.get("spans")
+                parts.append(format_jsonl(tokens, tags, confidences, extra, spans))
+            else:
+                parts.append(format_conll(tokens, tags, confidences))
+            if self.uncertain is not None:
+                self.uncertain.heap.add(_candidate(sentence))
+        state = None
+        if self.uncertain is not None and self.sink.output is not None:
+            # Its digest goes into the chunk's record; the state is saved after the record
+            # (a kill in between: the resumed run tags that chunk again).
+            state = self.uncertain.state_text(self.sink.chunks_done + 1)
+            self.sink.next_uncertain_digest = digest(state.encode())
+        self.sink.write_chunk("".join(parts), self._chunk[1])
+        if state is not None:
+            self.uncertain.save_text(state)
+        self._chunk, self._pending = None, []
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush()
+        self.sink.close()
+        if self.uncertain is not None and trainer.world_size > 1:
+            self.uncertain.save(self.sink.chunks_done)
+        trainer.strategy.barrier("seqtag-prediction-parts")
+        if trainer.is_global_zero:
+            if self.uncertain is not None:
+                self.uncertain.write()  # before the output: its presence means all is done
+            self.sink.join()
+            if self.uncertain is not None:
+                self.uncertain.cleanup()
+        trainer.strategy.barrier("seqtag-prediction-joined")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """After a failure the parts stay, for resume, unless nothing was written to them
+        (Lightning calls no ``teardown`` then)."""
+        if self.sink is not None:
+            self.sink.close()
+            self.sink.discard_if_unstarted()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "predict" and self.sink is not None:
+            self.sink.close()
+
+
+def _candidate(sentence: dict[str, Any]) -> dict[str, Any]:
+    """What :mod:`seqtag.prediction.uncertain` keeps of a sentence."""
+    keys = ("index", "uncertainty", "tokens", "tags", "extra", "spans")
+    return {key: sentence.get(key) for key in keys}
+
+
+class PredictionProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, with the prediction bar on stderr, counting sentences and tokens.
+
+    ``seqtag predict`` writes the tags to standard output, so ``seqtag predict ... > out.conll``
+    must capture tags only; the progress of a large file still shows on the terminal, with
+    how many sentences and tokens are tagged per second (the input is read lazily, so there is
+    no total to count down from).
+    """
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Close the bars, so that the one-line error starts a line of its own."""
+        for name in ("train", "val", "test", "predict"):
+            try:
+                bar = getattr(self, f"{name}_progress_bar")
+            except TypeError:  # that bar was never opened
+                continue
+            bar.close()
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_predict_epoch_start(trainer, pl_module)
+        self._tagged = [0, 0]  # sentences, tokens
+        self._started = time.perf_counter()
+
+    def on_predict_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        if not isinstance(batch, dict) or self.is_disabled:
+            return
+        self._tagged[0] += len(batch["index"])
+        self._tagged[1] += int(batch["lengths"].sum()) if "lengths" in batch else 0
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        sentences, tokens = self._tagged
+        self.predict_progress_bar.set_postfix_str(
+            f"{sentences:,} sentences, {tokens:,} tokens, {tokens / elapsed:,.0f} tokens/s",
+            refresh=False,
+        )
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc=self.predict_description,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+
+class ConfusionMatrixPlot(Callback):
+    """After ``seqtag test``, save a PNG confusion matrix of the most frequent gold tags.
+
+    Add it with ``--trainer.callbacks+=seqtag.prediction.writer.ConfusionMatrixPlot``; it needs
+    matplotlib (``pip install matplotlib``). Rows are gold tags, columns predictions, each row
+    normalised to sum to 1, over the ``top_k`` most frequent gold tags (summed across
+    processes). The image goes to the logger's directory, or ``output`` when given.
+
+    Args:
+        top_k: how many of the most frequent gold tags to show.
+        output: path of the PNG; default ``<log dir>/confusion_matrix.png``.
+    """
+
+    def __init__(self, top_k: int = 15, output: str | None = None) -> None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from seqtag.errors import SeqtagError
+
+            raise SeqtagError(
+                "ConfusionMatrixPlot needs matplotlib: pip install matplotlib"
+            ) from None
+        self.top_k = top_k
+        self.output = output
+        self.path: Path | None = None
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = pl_module.test_confusion.compute().cpu()  # synced: every rank calls it
+        pl_module.test_confusion.reset()
+        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks.
+        directory = trainer.log_dir or trainer.default_root_dir
+        if not trainer.is_global_zero:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        tags = list(pl_module.vocabularies.tags)
+        shown = counts.sum(dim=1).argsort(descending=True)[: self.top_k]
+        shown = shown[counts.sum(dim=1)[shown] > 0]
+        matrix = counts[shown][:, shown].double()
+        matrix = matrix / counts[shown].sum(dim=1, keepdim=True).double()
+        names = [tags[i] for i in shown.tolist()]
+        size = 1.0 + 0.55 * len(names)
+        figure, axes = plt.subplots(figsize=(size + 1.5, size))
+        image = axes.imshow(matrix.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+        axes.set_xticks(range(len(names)), names, rotation=90)
+        axes.set_yticks(range(len(names)), names)
+        axes.set_xlabel("predicted tag")
+        axes.set_ylabel("gold tag")
+        axes.set_title("test confusion (rows sum to 1 over all predictions)")
+        for row in range(len(names)):
+            for col in range(len(names)):
+                value = float(matrix[row, col])
+                if value >= 0.005:
+                    colour = "white" if value > 0.5 else "black"
+                    axes.text(
+                        col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour
+                    )
+        figure.colorbar(image, ax=axes, fraction=0.046)
+        figure.tight_layout()
+        self.path = Path(self.output) if self.output else Path(directory) / "confusion_matrix.png"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(self.path, dpi=120)
+        plt.close(figure)

@@ -1,0 +1,423 @@
+"""SequenceTagger: the LightningModule around :class:`seqtag.models.tagger.Tagger`.
+
+A thin system: losses, metrics, optimizers, decoding ids back to strings, and the vocabularies
+that make a checkpoint self-contained. The network is built one way, from a
+:class:`~seqtag.data.spec.DataSpec`: in the constructor when one is given
+(``SequenceTagger(data=datamodule.spec)``), otherwise in Lightning's ``configure_model`` hook
+from the trainer's DataModule, or from the checkpoint when one is loaded. Before that, its
+parameters already exist as uninitialised placeholders (see :mod:`seqtag.training.network`), so an
+optimizer made early, as Lightning's own ``LightningCLI --optimizer`` does, trains them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import IO, Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+
+from seqtag.checkpoint.io import (
+    CHECKPOINT_KEY,
+    build_from_checkpoint,
+    check_architecture,
+    validate_checkpoint,
+    warn_other_class,
+    write_checkpoint_section,
+)
+from seqtag.checkpoint.schema import check_resume_state, check_weights
+from seqtag.data.io.inputs import as_token_lists
+from seqtag.data.schemes import convert_tags
+from seqtag.data.spec import DataSpec
+from seqtag.data.streaming import DEFAULT_CHUNK_SIZE
+from seqtag.data.vocab import Vocabularies
+from seqtag.errors import CheckpointError, ConfigError, VectorFormatError
+from seqtag.models.encoder import RNNType
+from seqtag.models.tagger import Decoder, Tagger
+from seqtag.options import (
+    DecayFactor,
+    DropoutRate,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    check_ranges,
+)
+from seqtag.prediction.inference import predict_batch, tag_sentences, tag_stream
+from seqtag.runtime.threads import configure_threads
+from seqtag.training.evaluation import build_metrics, end_epoch, evaluate_batch, start_epoch
+from seqtag.training.network import (
+    DEFAULT_EMBEDDING_DIM,
+    adopt_parameters,
+    build_network,
+    placeholder_network,
+)
+from seqtag.training.optimization import DEFAULT_LR_DECAY, make_optimization
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CHECKPOINT_KEY", "SequenceTagger"]
+
+
+class SequenceTagger(pl.LightningModule):
+    """A BiRNN tagger with a softmax or CRF output, trained and evaluated by Lightning.
+
+    Args:
+        data: what the data says the network needs (``TaggingDataModule.spec``); leave unset
+            when the trainer's DataModule will provide it, or to load a checkpoint.
+        rnn_type: ``lstm``, ``gru`` or ``rnn``.
+        hidden_size: RNN units per direction (>= 1).
+        num_layers: stacked BiRNN layers (>= 1).
+        dropout: dropout on embeddings, between layers and before the output layer (in
+            [0, 1)).
+        word_dropout: probability of replacing any training word by the unknown word (in
+            [0, 1]).
+        rare_word_dropout: ``alpha`` of the frequency-aware replacement: a training word seen
+            ``c`` times becomes unknown with probability ``alpha / (alpha + c)``, which
+            teaches the unknown word to behave like the rare words that unseen words resemble
+            (>= 0; 0 turns it off).
+        embedding_dim: word embedding width (>= 1); leave unset to take the width of the
+            pretrained vectors (100 without vectors). A value that contradicts the vectors is
+            an error.
+        freeze_embeddings: keep pretrained word vectors fixed instead of fine-tuning them.
+        char_features: ``none``, ``cnn`` (Ma and Hovy 2016) or ``lstm`` (Lample et al. 2016).
+        char_dim: character embedding width (>= 1).
+        char_hidden_size: filters of the character CNN, or units per direction of the
+            character BiLSTM (>= 1).
+        decoder: ``softmax`` or ``crf``.
+        constrained_decoding: with a CRF on a span task, forbid transitions that the tag
+            scheme does not allow (such as ``O -> I-PER`` in BIO).
+        lr: learning rate (> 0); unset, the optimizer's own (0.002 for the default Adam). Set
+            it, or let ``Tuner.lr_find`` set it, to override the rate of any optimizer.
+        lr_decay: the default schedule multiplies the learning rate by this after every
+            epoch (in (0, 1]; 1.0 keeps it constant); ignored when ``lr_scheduler`` is given.
+        optimizer: makes the optimizer from the parameters; default Adam (fused), the
+            recipe behind the README's results.
+        lr_scheduler: makes the scheduler from the optimizer (stepped every epoch); default
+            exponential decay by ``lr_decay``.
+    """
+
+    def __init__(
+        self,
+        data: DataSpec | None = None,
+        rnn_type: RNNType = "lstm",
+        hidden_size: PositiveInt = 256,
+        num_layers: PositiveInt = 1,
+        dropout: DropoutRate = 0.5,
+        word_dropout: Probability = 0.0,
+        rare_word_dropout: NonNegativeFloat = 0.25,
+        embedding_dim: PositiveInt | None = None,
+        freeze_embeddings: bool = False,
+        char_features: Literal["none", "cnn", "lstm"] = "none",
+        char_dim: PositiveInt = 30,
+        char_hidden_size: PositiveInt = 50,
+        decoder: Decoder = "softmax",
+        constrained_decoding: bool = True,
+        lr: PositiveFloat | None = None,
+        lr_decay: DecayFactor = DEFAULT_LR_DECAY,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        check_ranges("model", SequenceTagger.__init__, locals())
+        super().__init__()
+        self.save_hyperparameters(ignore=["data", "optimizer", "lr_scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.vocabularies: Vocabularies | None = None
+        # Parameters exist from here on (uninitialised until the vocabularies are known);
+        # building them must not draw from the seeded generator that the real network uses.
+        with torch.random.fork_rng(devices=[]):
+            self.tagger: Tagger = placeholder_network(self.hparams, embedding_dim)
+        #: What predict_step computes (the prediction writer sets them to what it writes):
+        #: per-token confidences (CRF marginals cost extra), spans with their confidence
+        #: (span tasks), the confidence below which spans are dropped, and each sentence's
+        #: uncertainty (see :func:`seqtag.prediction.inference.predict_batch`).
+        self.predict_confidences = True
+        self.predict_spans = True
+        self.predict_min_confidence: float | None = None
+        self.predict_uncertainty = False
+        if data is not None:
+            self.build(data)
+
+    # -- building -------------------------------------------------------------------------
+    def build(self, data: DataSpec) -> None:
+        """Create the network for this data, starting from its pretrained vectors."""
+        dim = self.hparams.embedding_dim
+        if data.embedding_dim is not None:
+            if dim is not None and dim != data.embedding_dim:
+                raise VectorFormatError(
+                    path=data.vectors_path or "pretrained vectors",
+                    line=None,
+                    message=f"vectors have dimension {data.embedding_dim}, but "
+                    f"model.embedding_dim is {dim}; remove model.embedding_dim to take the "
+                    "vectors' dimension",
+                )
+            dim = data.embedding_dim
+        vocabularies = data.vocabularies
+        if self.hparams.char_features == "none" and vocabularies.chars is not None:
+            # The model decides whether characters are used; the data only offers them.
+            vocabularies = replace(vocabularies, chars=None)
+        self._build(vocabularies, dim or DEFAULT_EMBEDDING_DIM)
+        encoder = self.tagger.encoder
+        if data.word_counts is not None:
+            counts = torch.tensor(data.word_counts, device=self.device)
+            encoder.set_rare_word_dropout(counts, self.hparams.rare_word_dropout)
+        if data.embedding_matrix is not None:
+            encoder.load_pretrained(torch.tensor(data.embedding_matrix, device=self.device))
+        elif self.hparams.freeze_embeddings:
+            log.warning("freeze_embeddings is set but there are no pretrained vectors")
+
+    def _build(self, vocabularies: Vocabularies, embedding_dim: int) -> None:
+        if vocabularies.chars is None and self.hparams.char_features != "none":
+            raise ConfigError(
+                f"char_features={self.hparams.char_features!r} needs a character vocabulary, "
+                "and these vocabularies have none"
+            )
+        network = build_network(self.hparams, vocabularies, embedding_dim).to(self.device)
+        adopt_parameters(network, self.tagger)
+        self.tagger = network
+        self.vocabularies = vocabularies
+        if self.hparams.embedding_dim != embedding_dim:
+            # Recorded as a hyper-parameter, also in hparams.yaml, which is written later.
+            self.save_hyperparameters({**self.hparams, "embedding_dim": embedding_dim})
+        build_metrics(self)  # val/test accuracy, span F1, test confusion and calibration
+
+    def configure_model(self) -> None:
+        """Build the network from the trainer's DataModule when training starts without one.
+
+        Evaluation and prediction take the network from the checkpoint instead
+        (``ckpt_path=``, or a model from ``load_from_checkpoint``).
+        """
+        if self.vocabularies is not None:
+            return
+        try:
+            trainer = self.trainer
+        except RuntimeError:
+            return  # load_from_checkpoint calls this hook without a trainer
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        spec = getattr(trainer.datamodule, "spec", None)
+        if not isinstance(spec, DataSpec):
+            raise ConfigError(
+                "SequenceTagger has no vocabularies: train it with a TaggingDataModule "
+                "(trainer.fit(model, datamodule=dm)), or build it from one "
+                "(SequenceTagger(data=dm.spec, ...)) before passing your own dataloaders"
+            )
+        self.build(spec)
+
+    def setup(self, stage: str) -> None:
+        configure_threads(self.trainer)  # DDP on the CPU: each process its share of cores
+
+    def _fitting(self) -> bool:
+        try:
+            return self.trainer.state.fn == TrainerFn.FITTING
+        except RuntimeError:  # no trainer: load_from_checkpoint
+            return False
+
+    def _require_tagger(self) -> Tagger:
+        if self.vocabularies is None:
+            raise CheckpointError(
+                "the model has no vocabularies yet: train it (seqtag fit) or load a checkpoint "
+                "(--ckpt_path, SequenceTagger.load_from_checkpoint)"
+            )
+        return self.tagger
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._require_tagger()
+        write_checkpoint_section(checkpoint, self.vocabularies, type(self))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The checkpoint decides: its vocabularies and architecture replace the model's.
+
+        Validated first (:mod:`seqtag.checkpoint.schema`), whichever way it was loaded; errors
+        name the file when a trainer loads it (``ckpt_path=``).
+        """
+        try:
+            self._restore(checkpoint)
+        except CheckpointError as err:
+            name = self._checkpoint_file()
+            if name and name not in str(err):
+                raise CheckpointError(f"{name}: {err}") from None
+            raise
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        warn_other_class(checkpoint, type(self))
+        vocabularies = validate_checkpoint(checkpoint, type(self))
+        stored = checkpoint["hyper_parameters"]
+        if self.hparams.embedding_dim is None and stored.get("embedding_dim"):
+            self.hparams.embedding_dim = int(stored["embedding_dim"])
+        check_architecture(stored, self.hparams)
+        if self.vocabularies != vocabularies:
+            try:
+                self._build(vocabularies, self.hparams.embedding_dim or DEFAULT_EMBEDDING_DIM)
+            except ConfigError as err:  # e.g. a character model without characters
+                raise CheckpointError(f"its vocabularies do not fit its model: {err}") from None
+        check_weights(checkpoint["state_dict"], self.state_dict())
+        if self._fitting():
+            check_resume_state(checkpoint)
+
+    def _checkpoint_file(self) -> str | None:
+        """The file the trainer is restoring, if a trainer is."""
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        return str(path) if path else None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike[str] | IO[bytes],
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> SequenceTagger:
+        """Build the model a checkpoint describes, from plain data only.
+
+        See :func:`seqtag.checkpoint.io.build_from_checkpoint`: nothing a checkpoint names is ever
+        imported or called, and its optimizer and scheduler are never restored.
+
+        Args:
+            checkpoint_path: a local file, an fsspec URL or an open binary file.
+            map_location: where the weights go (as for ``torch.load``); unset, where they were
+                saved when that device exists here, the CPU otherwise.
+            hparams_file: not supported: the checkpoint carries its hyper-parameters.
+            strict: as for ``load_state_dict`` (default: the model's ``strict_loading``).
+            weights_only: must stay ``True``: a seqtag checkpoint holds nothing that needs
+                unpickling.
+            kwargs: hyper-parameters that replace the checkpoint's (those that fix the
+                network's shapes must agree with its weights).
+        """
+        return build_from_checkpoint(
+            cls,
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            overrides=kwargs,
+        )
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Move the batch's tensors; leave its lists (tokens, gold tag strings) as they are.
+
+        Lightning's default walks every element of every nested list looking for tensors:
+        for a batch of 32 sentences with their gold tags that cost 5 ms a step, 15% of a
+        BiLSTM training step on the CPU.
+        """
+        if isinstance(batch, dict):
+            return {
+                key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
+                for key, value in batch.items()
+            }
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    # -- steps ----------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Tag scores [B, T, num_tags] for a collated batch."""
+        return self._require_tagger()(batch["words"], batch["lengths"], batch.get("chars"))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        # ``allowed`` comes with batches holding unknown gold tags (partial annotation).
+        loss = self.tagger.loss(self(batch), batch["tags"], batch["mask"], batch.get("allowed"))
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
+        return loss
+
+    def to_corpus_tags(self, ids: Tensor, lengths: Tensor) -> list[list[str]]:
+        """Tag ids [B, T] as tag strings in the corpus's scheme, cut to each sentence's length."""
+        vocab = self.vocabularies
+        rows = ids.tolist()
+        tags = [vocab.tags.decode(row[:n]) for row, n in zip(rows, lengths.tolist(), strict=True)]
+        if vocab.corpus_scheme and vocab.tag_scheme != vocab.corpus_scheme:
+            tags = [convert_tags(t, vocab.tag_scheme, vocab.corpus_scheme) for t in tags]
+        return tags
+
+    # Evaluation (losses, metrics, skipped counts, test calibration): seqtag.training.evaluation.
+    def on_validation_epoch_start(self) -> None:
+        start_epoch(self, "val")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        evaluate_batch(self, batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        end_epoch(self, "val")
+
+    def on_test_epoch_start(self) -> None:
+        start_epoch(self, "test")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        evaluate_batch(self, batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        end_epoch(self, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Per sentence: ``index`` (position in the input), ``tokens``, ``tags``, ``confidences``,
+        ``spans`` and ``uncertainty``.
+
+        Batches come in length order; :func:`seqtag.in_input_order` puts the output of
+        ``trainer.predict`` back in input order. Tags are in the corpus scheme. Confidences are
+        ``None`` when :attr:`predict_confidences` is off (the prediction writer turns it off
+        when it does not write them): a CRF then skips its forward-backward pass. ``spans``
+        (span tasks: start, end exclusive, type, confidence) is ``None`` for POS-style tags
+        or with :attr:`predict_spans` off; ``uncertainty`` is ``None`` unless
+        :attr:`predict_uncertainty` is on. See :func:`seqtag.prediction.inference.predict_batch`.
+        """
+        return predict_batch(
+            self,
+            batch,
+            self.predict_confidences,
+            spans=self.predict_spans,
+            min_confidence=self.predict_min_confidence,
+            uncertainty=self.predict_uncertainty,
+        )
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer and per-epoch scheduler of the hyper-parameters (see the class doc)."""
+        return make_optimization(
+            self.parameters(),
+            lr=self.hparams.lr,
+            lr_decay=self.hparams.lr_decay,
+            optimizer=self.optimizer_factory,
+            lr_scheduler=self.scheduler_factory,
+        )
+
+    # -- Python API -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def tag(
+        self, sentences: Iterable[Iterable[str]] | Iterable[str], batch_size: int = 256
+    ) -> list[list[tuple[str, float]]]:
+        """Tag sentences; returns ``(tag, confidence)`` per token, sentences in input order.
+
+        ``sentences`` is a list of token lists, or a list of sentence strings that are split
+        on whitespace. A bare string or one sentence's flat token list is refused (it would
+        tag every character or every word as a sentence of its own). Works without a Trainer
+        or a DataModule: the checkpoint's vocabularies encode the text. Runs on whatever
+        device the module is on, in batches of ``batch_size``.
+        """
+        self._require_tagger()
+        return tag_sentences(self, as_token_lists(sentences), batch_size)
+
+    def tag_stream(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = 256,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[list[tuple[str, float]]]:
+        """:meth:`tag` for inputs of any length: yields each sentence's result in input order.
+
+        Reads ``chunk_size`` sentences at a time (a generator, a file being read...), so memory
+        stays bounded by the chunk, not by the input.
+        """
+        self._require_tagger()
+        with torch.inference_mode():
+            yield from tag_stream(self, sentences, batch_size, chunk_size)
