@@ -10,7 +10,7 @@ It writes
   gzip-compressed with a zero timestamp so that reruns give byte-identical files;
 * ``data/vectors/w2v-en-100d-ewt.bin``: a word2vec binary subset of the shared 100-d vectors,
   small enough to ship (at most 8 MB): every entry that the exact/lowercase/digits fallback of
-  :mod:`seqtag.data.embeddings` can reach from an EWT word, so EWT words get exactly the
+  :mod:`seqtag.data.vectors.embeddings` can reach from an EWT word, so EWT words get exactly the
   vectors the full table gives them, then the most frequent other words until the budget is
   used. Values are copied bit for bit (float32), in the order of the full table.
 
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing seqtag
     sys.path.insert(0, str(ROOT))
 
-from seqtag.data.alignment import align_vectors  # noqa: E402
-from seqtag.data.embeddings import PretrainedVectors, load_vectors  # noqa: E402
+from seqtag.data.vectors.alignment import align_vectors  # noqa: E402
+from seqtag.data.vectors.embeddings import PretrainedVectors, load_vectors  # noqa: E402
 from seqtag.data.vocab import lookup_forms  # noqa: E402
 
 SPLITS = ("train", "dev", "test")
