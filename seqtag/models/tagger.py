@@ -8,13 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from seqtag.models.crf.layer import CRF, Temperature
-from seqtag.models.crf.partial import softmax_nll, softmax_partial_nll
 from seqtag.models.crf.spans import (
     SpanTags,
     best_path_probability,
     span_confidence,
 )
 from seqtag.models.encoder import BiRNNEncoder, Lengths
+from seqtag.models.losses import softmax_nll, softmax_partial_nll
 
 Decoder = Literal["softmax", "crf"]
 
@@ -75,8 +75,8 @@ class Tagger(nn.Module):
         position may have (one for a known tag, all for a missing one, several for an
         ambiguous one); ``tags`` is then unused except, with softmax and no ``mask``, to mark
         padding (below 0). The loss is minus the log-probability of the agreeing tag
-        sequences (:mod:`seqtag.models.crf.partial`): with a CRF averaged over the real tokens
-        like the ordinary loss, with softmax over the tokens that are not fully unknown.
+        sequences (:meth:`~seqtag.models.crf.layer.CRF.partial_nll`): with a CRF averaged over
+        the real tokens like the ordinary loss, with softmax over the tokens that are not fully unknown.
 
         ``temperature`` (a tensor gets a gradient) divides every score, for calibrating
         :attr:`temperature` on held-out data; ``None`` (training) leaves them unscaled.

@@ -2,7 +2,7 @@
 
 Kept apart from the module so that :mod:`seqtag.models.crf.layer` reads as the model and its API,
 and
-the partial-label and span code (:mod:`~seqtag.models.crf.partial`,
+the partial-label and span code (:meth:`~seqtag.models.crf.layer.CRF.partial_nll`,
 :mod:`~seqtag.models.crf.spans`) can reuse the same fast ``log Z``. See the docstring of
 :mod:`seqtag.models.crf.layer` for why it is written this way (speed, no exp() underflow).
 """

@@ -32,8 +32,6 @@ TorchScript/ONNX graph of :mod:`seqtag.integrations.export` runs.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
@@ -44,11 +42,16 @@ from seqtag.models.crf.algorithms import (
     reverse_sweep,
     viterbi,
 )
-
-Reduction = Literal["sum", "mean", "token_mean", "none"]
-_REDUCTIONS = ("sum", "mean", "token_mean", "none")
-Temperature = Tensor | float | None
-"""Divides every score (emissions, start, transitions, end) when given; ``None``: no scaling."""
+from seqtag.models.crf.common import (
+    Reduction,
+    Temperature,
+    as_bool_mask,
+    check_reduction,
+    float32_only,
+    reduce_losses,
+    scaled,
+)
+from seqtag.models.losses import check_allowed
 
 
 class CRF(nn.Module):
@@ -115,16 +118,16 @@ class CRF(nn.Module):
         """
         t = self.num_tags
         device = self.allowed_transitions.device
-        allowed_t = _as_bool(allowed, "allowed", (t, t), device)
+        allowed_t = as_bool_mask(allowed, "allowed", (t, t), device)
         start_t = (
             torch.ones(t, dtype=torch.bool, device=device)
             if allowed_start is None
-            else _as_bool(allowed_start, "allowed_start", (t,), device)
+            else as_bool_mask(allowed_start, "allowed_start", (t,), device)
         )
         end_t = (
             torch.ones(t, dtype=torch.bool, device=device)
             if allowed_end is None
-            else _as_bool(allowed_end, "allowed_end", (t,), device)
+            else as_bool_mask(allowed_end, "allowed_end", (t,), device)
         )
         if not bool(start_t.any()):
             raise ValueError("allowed_start forbids every tag: no sentence could be tagged")
@@ -142,9 +145,9 @@ class CRF(nn.Module):
         however hot the distribution is made.
         """
         penalty = self.FORBIDDEN_SCORE
-        start = _scaled(self.start_transitions.float(), temperature)
-        trans = _scaled(self.transitions.float(), temperature)
-        end = _scaled(self.end_transitions.float(), temperature)
+        start = scaled(self.start_transitions.float(), temperature)
+        trans = scaled(self.transitions.float(), temperature)
+        end = scaled(self.end_transitions.float(), temperature)
         start = start.masked_fill(~self.allowed_start, penalty)
         trans = trans.masked_fill(~self.allowed_transitions, penalty)
         end = end.masked_fill(~self.allowed_end, penalty)
@@ -175,15 +178,15 @@ class CRF(nn.Module):
         Returns:
             Float32 loss: a scalar, or ``[B]`` for ``reduction="none"``.
         """
-        _check_reduction(reduction)
+        check_reduction(reduction)
         emissions, mask, tags = self._validate(emissions, mask, tags)
-        with _no_autocast(emissions):
-            emissions = _scaled(emissions, temperature)
+        with float32_only(emissions):
+            emissions = scaled(emissions, temperature)
             start, trans, end = self.constrained_scores(temperature)
             nll = self._log_partition(emissions, mask, start, trans, end) - self._score(
                 emissions, tags, mask, start, trans, end
             )  # [B]
-        return _reduce(nll, mask, reduction)
+        return reduce_losses(nll, mask, reduction)
 
     def partial_nll(
         self,
@@ -193,25 +196,45 @@ class CRF(nn.Module):
         reduction: Reduction = "mean",
         temperature: Temperature = None,
     ) -> Tensor:
-        """Loss for incomplete annotation: ``log Z - log Z_allowed``, see
-        :func:`seqtag.models.crf.partial.partial_nll` (``allowed`` ``[B, L, T]`` bool)."""
-        from seqtag.models.crf.partial import partial_nll  # it builds on this module
+        """Loss for partial annotation: ``log Z - log Z_allowed``, minus the log-probability of
+        the tag paths that agree with every position's set of allowed tags.
 
-        return partial_nll(self, emissions, allowed, mask, reduction, temperature)
+        ``Z_allowed`` is the forward algorithm over the emissions with every disallowed tag
+        scored :attr:`FORBIDDEN_SCORE`, hence the same fast backward as ``log Z``. A sentence
+        with nothing known costs exactly 0; one-hot ``allowed`` gives :meth:`forward`'s value.
+
+        Args:
+            emissions: ``[B, L, T]`` tag scores.
+            allowed: ``[B, L, T]`` bool, the tags each real position may have (all ``True``
+                for an unknown tag); ignored on padding.
+            mask: ``[B, L]`` bool, ``True`` on real tokens; ``None``: every position is real.
+            reduction: as in :meth:`forward` (``token_mean`` divides by all real tokens).
+            temperature: divides every score, as in :meth:`forward`.
+        """
+        check_reduction(reduction)
+        emissions, mask, _ = self._validate(emissions, mask)
+        allowed = check_allowed(allowed.to(emissions.device), emissions.shape, mask)
+        with float32_only(emissions):
+            emissions = scaled(emissions, temperature)
+            start, trans, end = self.constrained_scores(temperature)
+            log_z = self._log_partition(emissions, mask, start, trans, end)
+            kept = emissions.masked_fill(~allowed, self.FORBIDDEN_SCORE)
+            log_z_allowed = self._log_partition(kept, mask, start, trans, end)
+        return reduce_losses(log_z - log_z_allowed, mask, reduction)
 
     def log_partition(
         self, emissions: Tensor, mask: Tensor | None = None, temperature: Temperature = None
     ) -> Tensor:
         """Log of the summed exp-score of every tag path, ``log Z``: ``[B]`` float32."""
         emissions, mask, _ = self._validate(emissions, mask)
-        with _no_autocast(emissions):
-            emissions = _scaled(emissions, temperature)
+        with float32_only(emissions):
+            emissions = scaled(emissions, temperature)
             return self._log_partition(emissions, mask, *self.constrained_scores(temperature))
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None) -> Tensor:
         """Unnormalised score of the path ``tags`` (padded positions ignored): ``[B]`` float32."""
         emissions, mask, tags = self._validate(emissions, mask, tags)
-        with _no_autocast(emissions):
+        with float32_only(emissions):
             return self._score(emissions, tags, mask, *self.constrained_scores())
 
     @torch.no_grad()
@@ -226,7 +249,7 @@ class CRF(nn.Module):
             ``[B, L]`` int64 tag ids; padded positions hold 0 (read them through ``mask``).
         """
         emissions, mask, _ = self._validate(emissions, mask)
-        with _no_autocast(emissions):
+        with float32_only(emissions):
             return viterbi(emissions, mask, *self.constrained_scores())
 
     @torch.no_grad()
@@ -245,9 +268,9 @@ class CRF(nn.Module):
             are 0.
         """
         emissions, mask, _ = self._validate(emissions, mask)
-        with _no_autocast(emissions):
+        with float32_only(emissions):
             start, trans, end = self.constrained_scores(temperature)
-            em = _scaled(emissions, temperature).transpose(0, 1)  # [L, B, T]
+            em = scaled(emissions, temperature).transpose(0, 1)  # [L, B, T]
             steps = mask.transpose(0, 1).unsqueeze(2)  # [L, B, 1]
             alpha, weights, sums = forward_pass(em, steps, start, trans)
             last = last_tag_probs(alpha, end)  # [B, T]
@@ -346,46 +369,3 @@ class CRF(nn.Module):
         lengths = mask.sum(dim=1)  # [B]
         last = tags.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # [B]
         return start[tags[:, 0]] + emit.sum(dim=1) + moves.sum(dim=1) + end[last]
-
-
-def _as_bool(
-    value: Tensor | list, name: str, shape: tuple[int, ...], device: torch.device
-) -> Tensor:
-    """Turn a constraint mask into a bool tensor of the expected shape, or say what is wrong."""
-    try:
-        tensor = torch.as_tensor(value, device=device)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{name} must be a bool tensor or nested list of bools: {err}") from err
-    if tuple(tensor.shape) != shape:
-        raise ValueError(f"{name} must have shape {list(shape)}, got {list(tensor.shape)}")
-    if tensor.dtype != torch.bool:
-        if tensor.is_floating_point() or not bool(((tensor == 0) | (tensor == 1)).all()):
-            raise ValueError(f"{name} must hold booleans (or 0/1), got dtype {tensor.dtype}")
-        tensor = tensor.bool()
-    return tensor
-
-
-def _scaled(scores: Tensor, temperature: Temperature) -> Tensor:
-    """``scores / temperature``; ``None`` returns ``scores`` itself (bit-identical results)."""
-    return scores if temperature is None else scores / temperature
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _reduce(nll: Tensor, mask: Tensor, reduction: Reduction) -> Tensor:
-    """Reduce per-sentence losses ``[B]``; ``token_mean`` divides by the real tokens."""
-    if reduction == "none":
-        return nll
-    if reduction == "sum":
-        return nll.sum()
-    if reduction == "mean":
-        return nll.mean()
-    return nll.sum() / mask.sum()
-
-
-def _no_autocast(emissions: Tensor) -> torch.autocast:
-    """Disable autocast so the log-space sums stay in float32."""
-    return torch.autocast(device_type=emissions.device.type, enabled=False)

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from seqtag.data.schemes import Span, TagScheme, _split, normalize_scheme
 from seqtag.errors import TagSchemeError
-from seqtag.models.crf.layer import CRF, Temperature, _no_autocast, _scaled
+from seqtag.models.crf.common import Temperature, float32_only, scaled
+from seqtag.models.crf.layer import CRF
 
 
 class SpanTags:
@@ -116,8 +117,8 @@ def crf_span_marginals(
     if len(spans) == 0:
         return emissions.new_zeros(0)
     out = []
-    with _no_autocast(emissions):
-        em = _scaled(emissions, temperature)
+    with float32_only(emissions):
+        em = scaled(emissions, temperature)
         start, trans, end = crf.constrained_scores(temperature)
         log_z = crf._log_partition(em, mask, start, trans, end)  # [B]
         for chunk in spans.split(chunk_size):
@@ -154,7 +155,7 @@ def softmax_span_confidence(
     if mask is None:
         mask = torch.ones(batch, length, dtype=torch.bool, device=emissions.device)
     spans = _check_spans(spans, mask.bool(), span_tags, num_tags)
-    probs = _scaled(emissions.float(), temperature).softmax(dim=2)[spans[:, 0]]  # [N, L, T]
+    probs = scaled(emissions.float(), temperature).softmax(dim=2)[spans[:, 0]]  # [N, L, T]
     b, s, e, k = spans.unbind(1)
     opens = span_tags.opens.to(probs.device)[k].unsqueeze(2).to(probs.dtype)  # [N, T, 1]
     goes_on = span_tags.continues.to(probs.device)[k].unsqueeze(2).to(probs.dtype)
@@ -204,15 +205,15 @@ def best_path_probability(
     each real token's highest probability, the probability of the argmax sequence.
     """
     if crf is None:
-        log_probs = _scaled(emissions.float(), temperature).log_softmax(dim=2)
+        log_probs = scaled(emissions.float(), temperature).log_softmax(dim=2)
         best = log_probs.amax(dim=2)  # [B, L]
         if mask is not None:
             best = torch.where(mask.bool(), best, 0.0)
         return best.sum(dim=1).exp()
     path = crf.decode(emissions, mask)
     emissions, mask, _ = crf._validate(emissions, mask)
-    with _no_autocast(emissions):
-        em = _scaled(emissions, temperature)
+    with float32_only(emissions):
+        em = scaled(emissions, temperature)
         start, trans, end = crf.constrained_scores(temperature)
         log_z = crf._log_partition(em, mask, start, trans, end)
         score = crf._score(em, path, mask, start, trans, end)
