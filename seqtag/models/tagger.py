@@ -76,7 +76,8 @@ class Tagger(nn.Module):
         ambiguous one); ``tags`` is then unused except, with softmax and no ``mask``, to mark
         padding (below 0). The loss is minus the log-probability of the agreeing tag
         sequences (:meth:`~seqtag.models.crf.layer.CRF.partial_nll`): with a CRF averaged over
-        the real tokens like the ordinary loss, with softmax over the tokens that are not fully unknown.
+        the real tokens like the ordinary loss, with softmax over the tokens that are not fully
+        unknown.
 
         ``temperature`` (a tensor gets a gradient) divides every score, for calibrating
         :attr:`temperature` on held-out data; ``None`` (training) leaves them unscaled.
