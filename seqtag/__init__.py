@@ -46,6 +46,7 @@ _EXPORTS = {
     "PredictionWriter": "seqtag.prediction.writer",
     "TemperatureCalibration": "seqtag.calibration.temperature",
     "ReliabilityDiagram": "seqtag.calibration.reliability",
+    "ConfusionMatrixPlot": "seqtag.training.reports",
     "ThreadPolicy": "seqtag.runtime.thread_policy",
     "SeqtagError": "seqtag.errors",
     "CorpusFormatError": "seqtag.errors",

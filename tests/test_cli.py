@@ -233,7 +233,7 @@ def test_confusion_matrix_png_after_test(trained, tmp_path):
             "test",
             *args,
             f"--ckpt_path={best}",
-            "--trainer.callbacks+=seqtag.prediction.writer.ConfusionMatrixPlot",
+            "--trainer.callbacks+=seqtag.training.reports.ConfusionMatrixPlot",
             "--trainer.callbacks.top_k=5",
             f"--trainer.callbacks.output={image}",
         ]

@@ -220,7 +220,7 @@ def test_ddp_test_metrics_equal_single_process(ddp_trained, ewt_slice, tmp_path)
         out = tmp_path / name
         run_args = [*args, f"--ckpt_path={best}", f"--trainer.logger.init_args.save_dir={out}"]
         # The plots ask for the log folder, a collective under DDP, from every rank.
-        run_args.append("--trainer.callbacks+=seqtag.prediction.writer.ConfusionMatrixPlot")
+        run_args.append("--trainer.callbacks+=seqtag.training.reports.ConfusionMatrixPlot")
         _seqtag("test", run_args, out / "record", ddp=ddp)
         metrics[name] = _metrics(out)
         assert len(list(out.rglob("confusion_matrix.png"))) == 1

@@ -18,10 +18,11 @@ import pytest
 import torch
 from conftest import DATA, head_sentences
 
+from seqtag.cli.export import main
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.data.io.formats import read_conllu
 from seqtag.errors import CheckpointError
-from seqtag.integrations.export import ExportedTagger, export, main
+from seqtag.integrations.export import ExportedTagger, export
 from seqtag.prediction.writer import PredictionWriter
 from seqtag.training.module import SequenceTagger
 

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from seqtag import SequenceTagger, TaggingDataModule, TemperatureCalibration
-from seqtag.prediction.writer import ReliabilityDiagram
+from seqtag.calibration.reliability import ReliabilityDiagram
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

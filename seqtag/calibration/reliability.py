@@ -125,7 +125,7 @@ class ReliabilityDiagram(Callback):
     """After a test run, save the reliability of the test confidences: bins and diagrams.
 
     ``seqtag test`` adds it (``--reliability.enabled false`` turns it off); in your own
-    Trainer add ``seqtag.prediction.writer.ReliabilityDiagram()``. It writes, to the logger's folder
+    Trainer add ``seqtag.ReliabilityDiagram()``. It writes, to the logger's folder
     (where ``ConfusionMatrixPlot`` puts ``confusion_matrix.png``) or ``dirpath``:
 
     - ``reliability.json``: the temperature, each curve's ECE and its bins (count, mean

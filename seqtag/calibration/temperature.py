@@ -33,12 +33,12 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from seqtag.calibration.metrics import CalibrationError, fit_temperature
+from seqtag.calibration.test_time import ECE_BINS, predicted_confidence
 from seqtag.checkpoint.resume import AtomicCheckpointIO
 from seqtag.checkpoint.run_folder import inside_folder
 from seqtag.data.batching import EncodedDataset, LengthBucketSampler, collate
 from seqtag.errors import ConfigError, OutputError
 from seqtag.models.tagger import Tagger
-from seqtag.training.evaluation import ECE_BINS, predicted_confidence
 
 __all__ = [
     "DevSet",

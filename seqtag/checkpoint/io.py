@@ -262,6 +262,17 @@ def build_from_checkpoint(
     file is opened once (:func:`load_checkpoint`), and the model is built by calling ``cls``
     with the checked hyper-parameters (``overrides`` win), then given the checkpoint's hook
     and weights, as Lightning does.
+
+    Args:
+        cls: the model class to build (never one a checkpoint names).
+        source: a local file, an fsspec URL or an open binary file.
+        map_location: where the weights go (as for ``torch.load``); unset, where they were
+            saved when that device exists here, the CPU otherwise.
+        hparams_file: not supported: the checkpoint carries its hyper-parameters.
+        strict: as for ``load_state_dict`` (default: the model's ``strict_loading``).
+        weights_only: must stay ``True``: a checkpoint holds nothing that needs unpickling.
+        overrides: hyper-parameters that replace the checkpoint's (those that fix the
+            network's shapes must agree with its weights).
     """
     if hparams_file is not None:
         raise ConfigError(

@@ -98,9 +98,9 @@ def run(options: argparse.Namespace) -> None:
         token_ece,
         write_temperature,
     )
+    from seqtag.calibration.test_time import ECE_BINS
     from seqtag.checkpoint.io import read_checkpoint_file
     from seqtag.data.datamodule import TaggingDataModule
-    from seqtag.training.evaluation import ECE_BINS
     from seqtag.training.module import SequenceTagger
 
     if options.eval_batch_size is not None and options.eval_batch_size < 1:

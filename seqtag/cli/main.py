@@ -27,7 +27,7 @@ from seqtag.calibration.reliability import ReliabilityDiagram
 from seqtag.calibration.temperature import TemperatureCalibration
 from seqtag.checkpoint.io import SeqtagCheckpointIO, read_checkpoint_file
 from seqtag.checkpoint.resume import install_resume_support
-from seqtag.checkpoint.schema import check_arguments
+from seqtag.cli.checkpoint_options import checkpoint_data_options, restore_model_arguments
 from seqtag.cli.messages import (
     one_line_errors,
     parser_error_line,
@@ -41,9 +41,10 @@ from seqtag.cli.outputs import (
     refuse_outputs_over_inputs,
 )
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.errors import CheckpointError, CommandLineError, ConfigError
+from seqtag.errors import CommandLineError, ConfigError
 from seqtag.files.outputs import check_output_folder, same_file
-from seqtag.prediction.writer import PredictionProgressBar, PredictionWriter
+from seqtag.prediction.progress_bar import PredictionProgressBar
+from seqtag.prediction.writer import PredictionWriter
 from seqtag.runtime.thread_policy import ThreadPolicy
 from seqtag.training.module import SequenceTagger
 
@@ -150,7 +151,7 @@ class SeqtagCLI(LightningCLI):
                 argv = [*argv[:at], "--data", json.dumps(options), *argv[at:]]
                 self._parse(parser, args, argv)
         if checkpoint:
-            _restore_model_arguments(self.config[subcommand], checkpoint)
+            restore_model_arguments(self.config[subcommand], checkpoint)
         self.checkpoint_path = ckpt_path
         self.config[subcommand]["ckpt_path"] = None
 
@@ -237,50 +238,6 @@ class SeqtagCLI(LightningCLI):
                 )
 
 
-def checkpoint_data_options(ckpt_path: str, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The file-format options and dev/test files ``checkpoint`` supplies as data defaults.
-
-    Training files and ``predict_path`` are never taken.
-    """
-    stored = checkpoint.get("datamodule_hyper_parameters") or {}
-    options = {key: stored[key] for key in CHECKPOINT_DATA_OPTIONS if key in stored}
-    try:
-        check_arguments(options, TaggingDataModule, "datamodule_hyper_parameters")
-    except CheckpointError as err:
-        raise CheckpointError(f"{ckpt_path}: {err}") from None
-    return options
-
-
-def _restore_model_arguments(section: Any, checkpoint: dict[str, Any]) -> None:
-    """Set the model's arguments to the checkpoint's, where the model has them.
-
-    The values are the checked plain ones of :func:`~seqtag.checkpoint.io.read_checkpoint_file`,
-    set directly: no class path from a checkpoint reaches the parser. An argument the run's
-    model class does not have (``--model`` naming a class of the user's) is left as it is.
-    """
-    model = section.get("model")
-    init_args = model.get("init_args") if model is not None else None
-    if init_args is None:
-        return
-    for key, value in checkpoint["hyper_parameters"].items():
-        if key in init_args:
-            init_args[key] = value
-
-
-#: Data options a checkpoint supplies to ``seqtag test|validate|predict`` unless given.
-CHECKPOINT_DATA_OPTIONS = (
-    "val_path",
-    "test_path",
-    "format",
-    "predict_format",
-    "tag_field",
-    "token_column",
-    "tag_column",
-    "eval_batch_size",
-    "missing_tag",
-)
-
-
 def _progress_bar_on_stderr(trainer: pl.Trainer) -> None:
     """Swap Lightning's default bar for one that draws the prediction bar on stderr."""
     for position, callback in enumerate(trainer.callbacks):
@@ -354,7 +311,7 @@ def _run(args: list[str] | None) -> None:
         print(_version_line())
         return
     if argv[:1] == ["export"]:
-        from seqtag.integrations.export import main as export_main
+        from seqtag.cli.export import main as export_main
 
         export_main(argv[1:])
         return

@@ -70,8 +70,9 @@ def _bad_tag(tag: object, scheme: TagScheme) -> TagSchemeError:
     )
 
 
-def _split(tag: str, scheme: TagScheme) -> tuple[str, str | None]:
-    """:func:`split_tag` for an already normalised scheme (the hot path of span extraction)."""
+def split_in_scheme(tag: str, scheme: TagScheme) -> tuple[str, str | None]:
+    """:func:`split_tag` for a scheme already normalised (:func:`normalize_scheme`): the hot
+    path of span extraction, public for the CRF's span tables."""
     if tag == OUTSIDE:
         return OUTSIDE, None
     if isinstance(tag, str):
@@ -87,14 +88,14 @@ def split_tag(tag: str, scheme: TagScheme | str = "iob2") -> tuple[str, str | No
     Raises :class:`~seqtag.errors.TagSchemeError` naming the tag when it is not ``O`` or a
     prefix of ``scheme`` followed by ``-`` and a non-empty type (``X-PER``, ``B-``, ``PER``).
     """
-    return _split(tag, normalize_scheme(scheme))
+    return split_in_scheme(tag, normalize_scheme(scheme))
 
 
 def validate_tags(tags: Iterable[str], scheme: TagScheme | str) -> None:
     """Raise :class:`~seqtag.errors.TagSchemeError` for the first tag not valid in ``scheme``."""
     scheme = normalize_scheme(scheme)
     for tag in tags:
-        _split(tag, scheme)
+        split_in_scheme(tag, scheme)
 
 
 def get_spans(tags: Sequence[str], scheme: TagScheme | str = "iob2") -> list[Span]:
@@ -110,7 +111,7 @@ def get_spans(tags: Sequence[str], scheme: TagScheme | str = "iob2") -> list[Spa
     open_type: str | None = None  # type of the chunk the previous token is in
     open_start = 0
     for i, tag in enumerate(tags):
-        prefix, type_ = _split(tag, scheme)
+        prefix, type_ = split_in_scheme(tag, scheme)
         if type_ is not None and not _STARTS_CHUNK[prefix] and type_ == open_type:
             continue  # I-/E- of the same type as the previous token: the chunk goes on
         if open_type is not None:
@@ -189,7 +190,7 @@ def allowed_transitions(
     parsed: list[_Parsed] = []
     for tag in tags:
         try:
-            parsed.append(_split(tag, scheme))
+            parsed.append(split_in_scheme(tag, scheme))
         except TagSchemeError:
             parsed.append(None)
     edge: _Parsed = (OUTSIDE, None)
@@ -219,7 +220,7 @@ def ill_formed_positions(
     """
     scheme = normalize_scheme(scheme)
     edge: _Parsed = (OUTSIDE, None)
-    parsed = [None if tag == missing_tag else _split(tag, scheme) for tag in tags]
+    parsed = [None if tag == missing_tag else split_in_scheme(tag, scheme) for tag in tags]
     bad = [
         i
         for i, (prev, cur) in enumerate(zip([edge, *parsed], [*parsed, edge], strict=True))

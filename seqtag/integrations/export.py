@@ -39,7 +39,6 @@ package (``pip install onnx``); running the file needs only an ONNX runtime.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -50,7 +49,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from seqtag.cli.messages import one_line_errors
 from seqtag.data.vocab import SHAPES, Vocabularies, shape_entry
 from seqtag.errors import CheckpointError, SeqtagError
 from seqtag.files.outputs import check_output_file, refuse_same_file, replaced_atomically
@@ -59,7 +57,7 @@ from seqtag.models.crf.algorithms import viterbi
 from seqtag.models.encoder import BiRNN, BiRNNEncoder
 from seqtag.models.tagger import Tagger
 
-__all__ = ["ExportedTagger", "export", "export_vocabulary", "main", "vocabulary_path"]
+__all__ = ["ExportedTagger", "export", "export_vocabulary", "vocabulary_path"]
 
 log = logging.getLogger(__name__)
 
@@ -329,26 +327,3 @@ def export(ckpt_path: str, format: ExportFormat, output: str) -> None:
             json.dump(export_vocabulary(vocabularies, decoder, format), stream, ensure_ascii=False)
             stream.write("\n")
     log.info("wrote %s and %s", output, sidecar)
-
-
-def main(args: list[str] | None = None) -> None:
-    """``seqtag export --ckpt_path P --format onnx|torchscript --output F``."""
-    parser = argparse.ArgumentParser(
-        prog="seqtag export",
-        description="Export a trained tagger to ONNX or TorchScript, with its vocabulary as "
-        "OUTPUT.vocab.json, to tag text without seqtag.",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="seqtag checkpoint to export")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="model file format")
-    parser.add_argument("--output", required=True, help="model file to write")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    options = parser.parse_args(args)
-    debug = options.debug or os.environ.get("SEQTAG_DEBUG") == "1"
-    with one_line_errors(debug):
-        check_outputs(options.ckpt_path, options.output)  # before loading anything
-        export(options.ckpt_path, options.format, options.output)
-    print(f"wrote {options.output} and {vocabulary_path(options.output)}")
-
-
-if __name__ == "__main__":
-    main()

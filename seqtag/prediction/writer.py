@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.callbacks import BasePredictionWriter
 
-from seqtag.calibration.reliability import (
-    ReliabilityDiagram,  # next to ConfusionMatrixPlot for users
-)
 from seqtag.errors import ConfigError, SeqtagError
 from seqtag.options import PositiveInt, Probability, check_ranges
 from seqtag.prediction.formats import format_conll, format_jsonl
@@ -32,10 +25,7 @@ from seqtag.prediction.progress import (
 from seqtag.prediction.uncertain import SIDECAR_FORMATS, UncertainOutput, uncertain_sidecar_path
 
 __all__ = [
-    "ConfusionMatrixPlot",
-    "PredictionProgressBar",
     "PredictionWriter",
-    "ReliabilityDiagram",
     "format_conll",  # re-exported: they lived here first
     "format_jsonl",
 ]
@@ -271,130 +261,3 @@ def _candidate(sentence: dict[str, Any]) -> dict[str, Any]:
     """What :mod:`seqtag.prediction.uncertain` keeps of a sentence."""
     keys = ("index", "uncertainty", "tokens", "tags", "extra", "spans")
     return {key: sentence.get(key) for key in keys}
-
-
-class PredictionProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, with the prediction bar on stderr, counting sentences and tokens.
-
-    ``seqtag predict`` writes the tags to standard output, so ``seqtag predict ... > out.conll``
-    must capture tags only; the progress of a large file still shows on the terminal, with
-    how many sentences and tokens are tagged per second (the input is read lazily, so there is
-    no total to count down from).
-    """
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        """Close the bars, so that the one-line error starts a line of its own."""
-        for name in ("train", "val", "test", "predict"):
-            try:
-                bar = getattr(self, f"{name}_progress_bar")
-            except TypeError:  # that bar was never opened
-                continue
-            bar.close()
-
-    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_predict_epoch_start(trainer, pl_module)
-        self._tagged = [0, 0]  # sentences, tokens
-        self._started = time.perf_counter()
-
-    def on_predict_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        if not isinstance(batch, dict) or self.is_disabled:
-            return
-        self._tagged[0] += len(batch["index"])
-        self._tagged[1] += int(batch["lengths"].sum()) if "lengths" in batch else 0
-        elapsed = max(time.perf_counter() - self._started, 1e-9)
-        sentences, tokens = self._tagged
-        self.predict_progress_bar.set_postfix_str(
-            f"{sentences:,} sentences, {tokens:,} tokens, {tokens / elapsed:,.0f} tokens/s",
-            refresh=False,
-        )
-
-    def init_predict_tqdm(self) -> Tqdm:
-        return Tqdm(
-            desc=self.predict_description,
-            position=2 * self.process_position,
-            disable=self.is_disabled,
-            leave=True,
-            dynamic_ncols=True,
-            file=sys.stderr,
-            smoothing=0,
-            bar_format=self.BAR_FORMAT,
-        )
-
-
-class ConfusionMatrixPlot(Callback):
-    """After ``seqtag test``, save a PNG confusion matrix of the most frequent gold tags.
-
-    Add it with ``--trainer.callbacks+=seqtag.prediction.writer.ConfusionMatrixPlot``; it needs
-    matplotlib (``pip install matplotlib``). Rows are gold tags, columns predictions, each row
-    normalised to sum to 1, over the ``top_k`` most frequent gold tags (summed across
-    processes). The image goes to the logger's directory, or ``output`` when given.
-
-    Args:
-        top_k: how many of the most frequent gold tags to show.
-        output: path of the PNG; default ``<log dir>/confusion_matrix.png``.
-    """
-
-    def __init__(self, top_k: int = 15, output: str | None = None) -> None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from seqtag.errors import SeqtagError
-
-            raise SeqtagError(
-                "ConfusionMatrixPlot needs matplotlib: pip install matplotlib"
-            ) from None
-        self.top_k = top_k
-        self.output = output
-        self.path: Path | None = None
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        counts = pl_module.test_confusion.compute().cpu()  # synced: every rank calls it
-        pl_module.test_confusion.reset()
-        # trainer.log_dir is a collective under DDP (rank 0 broadcasts it): every rank asks.
-        directory = trainer.log_dir or trainer.default_root_dir
-        if not trainer.is_global_zero:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        tags = list(pl_module.vocabularies.tags)
-        shown = counts.sum(dim=1).argsort(descending=True)[: self.top_k]
-        shown = shown[counts.sum(dim=1)[shown] > 0]
-        matrix = counts[shown][:, shown].double()
-        matrix = matrix / counts[shown].sum(dim=1, keepdim=True).double()
-        names = [tags[i] for i in shown.tolist()]
-        size = 1.0 + 0.55 * len(names)
-        figure, axes = plt.subplots(figsize=(size + 1.5, size))
-        image = axes.imshow(matrix.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
-        axes.set_xticks(range(len(names)), names, rotation=90)
-        axes.set_yticks(range(len(names)), names)
-        axes.set_xlabel("predicted tag")
-        axes.set_ylabel("gold tag")
-        axes.set_title("test confusion (rows sum to 1 over all predictions)")
-        for row in range(len(names)):
-            for col in range(len(names)):
-                value = float(matrix[row, col])
-                if value >= 0.005:
-                    colour = "white" if value > 0.5 else "black"
-                    axes.text(
-                        col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour
-                    )
-        figure.colorbar(image, ax=axes, fraction=0.046)
-        figure.tight_layout()
-        self.path = Path(self.output) if self.output else Path(directory) / "confusion_matrix.png"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(self.path, dpi=120)
-        plt.close(figure)

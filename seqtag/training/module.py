@@ -5,8 +5,8 @@ that make a checkpoint self-contained. The network is built one way, from a
 :class:`~seqtag.data.spec.DataSpec`: in the constructor when one is given
 (``SequenceTagger(data=datamodule.spec)``), otherwise in Lightning's ``configure_model`` hook
 from the trainer's DataModule, or from the checkpoint when one is loaded. Before that, its
-parameters already exist as uninitialised placeholders (see :mod:`seqtag.training.network`), so an
-optimizer made early, as Lightning's own ``LightningCLI --optimizer`` does, trains them.
+parameters exist as uninitialised placeholders (:mod:`seqtag.training.network`), so an
+optimizer made early, as ``LightningCLI --optimizer`` does, trains them.
 """
 
 from __future__ import annotations
@@ -234,11 +234,8 @@ class SequenceTagger(pl.LightningModule):
         write_checkpoint_section(checkpoint, self.vocabularies, type(self))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The checkpoint decides: its vocabularies and architecture replace the model's.
-
-        Validated first (:mod:`seqtag.checkpoint.schema`), whichever way it was loaded; errors
-        name the file when a trainer loads it (``ckpt_path=``).
-        """
+        """The checkpoint decides: its vocabularies and architecture replace the model's
+        (validated first, however it was loaded; errors name the file a trainer loads)."""
         try:
             self._restore(checkpoint)
         except CheckpointError as err:
@@ -279,22 +276,9 @@ class SequenceTagger(pl.LightningModule):
         weights_only: bool | None = True,
         **kwargs: Any,
     ) -> SequenceTagger:
-        """Build the model a checkpoint describes, from plain data only.
-
-        See :func:`seqtag.checkpoint.io.build_from_checkpoint`: nothing a checkpoint names is ever
-        imported or called, and its optimizer and scheduler are never restored.
-
-        Args:
-            checkpoint_path: a local file, an fsspec URL or an open binary file.
-            map_location: where the weights go (as for ``torch.load``); unset, where they were
-                saved when that device exists here, the CPU otherwise.
-            hparams_file: not supported: the checkpoint carries its hyper-parameters.
-            strict: as for ``load_state_dict`` (default: the model's ``strict_loading``).
-            weights_only: must stay ``True``: a seqtag checkpoint holds nothing that needs
-                unpickling.
-            kwargs: hyper-parameters that replace the checkpoint's (those that fix the
-                network's shapes must agree with its weights).
-        """
+        """Build the model a checkpoint describes, from plain data only: nothing it names is
+        imported or called, its optimizer and scheduler are never restored; ``kwargs`` replace
+        its hyper-parameters (see :func:`seqtag.checkpoint.io.build_from_checkpoint`)."""
         return build_from_checkpoint(
             cls,
             checkpoint_path,
@@ -361,17 +345,9 @@ class SequenceTagger(pl.LightningModule):
         end_epoch(self, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Per sentence: ``index`` (position in the input), ``tokens``, ``tags``, ``confidences``,
-        ``spans`` and ``uncertainty``.
-
-        Batches come in length order; :func:`seqtag.in_input_order` puts the output of
-        ``trainer.predict`` back in input order. Tags are in the corpus scheme. Confidences are
-        ``None`` when :attr:`predict_confidences` is off (the prediction writer turns it off
-        when it does not write them): a CRF then skips its forward-backward pass. ``spans``
-        (span tasks: start, end exclusive, type, confidence) is ``None`` for POS-style tags
-        or with :attr:`predict_spans` off; ``uncertainty`` is ``None`` unless
-        :attr:`predict_uncertainty` is on. See :func:`seqtag.prediction.inference.predict_batch`.
-        """
+        """Per sentence, in batch (length) order: ``index``, ``tokens``, ``tags`` (corpus scheme),
+        and ``confidences``, ``spans``, ``uncertainty`` as the ``predict_*`` attributes ask (see
+        :func:`seqtag.prediction.inference.predict_batch`; :func:`seqtag.in_input_order` sorts)."""
         return predict_batch(
             self,
             batch,

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from seqtag.data.schemes import Span, TagScheme, _split, normalize_scheme
+from seqtag.data.schemes import Span, TagScheme, normalize_scheme, split_in_scheme
 from seqtag.errors import TagSchemeError
 from seqtag.models.crf.common import Temperature, float32_only, scaled
 from seqtag.models.crf.layer import CRF
@@ -57,7 +57,7 @@ class SpanTags:
         parsed: list[tuple[str, str | None]] = []
         for tag in self.tags:
             try:
-                parsed.append(_split(tag, self.scheme))
+                parsed.append(split_in_scheme(tag, self.scheme))
             except TagSchemeError:
                 parsed.append(("O", None))
         self.types: tuple[str, ...] = tuple(dict.fromkeys(t for _, t in parsed if t is not None))
