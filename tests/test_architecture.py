@@ -11,6 +11,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "seqtag"
@@ -127,3 +128,25 @@ def test_models_are_plain_torch():
         for target, names in _imports(path):
             if target.startswith("seqtag.data"):
                 assert not [n for n in names if n.startswith("_")], (path, target, names)
+
+
+def test_a_checkpoint_written_before_the_redesign_loads_and_tags_the_same():
+    """``tests/fixtures/before_redesign.ckpt`` was written by ``seqtag fit`` at commit 861c7ca
+    (character CNN, CRF, with LightningCLI's ``_class_path`` and ``_instantiator``); the tags
+    and confidences below are what that version's ``tag()`` gave."""
+    from seqtag import SequenceTagger
+
+    model = SequenceTagger.load_from_checkpoint(REPO / "tests/fixtures/before_redesign.ckpt")
+    result = model.eval().tag([["The", "dog", "runs", "."], ["A", "cat"]])
+    expected = [
+        [
+            ("VERB", 0.12645597755908966),
+            ("VERB", 0.12596619129180908),
+            ("VERB", 0.1265861690044403),
+            ("VERB", 0.12652376294136047),
+        ],
+        [("PART", 0.12764357030391693), ("CCONJ", 0.12654531002044678)],
+    ]
+    assert [[tag for tag, _ in s] for s in result] == [[tag for tag, _ in s] for s in expected]
+    for got, want in zip(result, expected, strict=True):
+        assert [c for _, c in got] == pytest.approx([c for _, c in want], abs=1e-6)
