@@ -1,200 +1,134 @@
-"""The README's "Using seqtag in your own Lightning project" runs as written.
+"""README.md runs as written, top to bottom, in a sandbox laid out like a clone.
 
-Every ```python block of that section is taken from README.md by its sub-heading and run with
-``exec`` in a fresh namespace, in a temporary working folder (where Lightning writes
-``lightning_logs/``). Only the ``substitutions`` fixture's replacements are made: the shipped EWT
-files become the 300/100/101-sentence slices of the ``ewt_slice`` fixture, 15 epochs become 4,
-``lr_find`` tries 20 rates instead of 100, and the quick-start checkpoint becomes the one the
-first snippet wrote. The ``LightningCLI`` snippet is saved as ``main.py`` and started with the
-README's own command line, plus ``--trainer.max_epochs=1``.
+Every ```python and ```bash block runs in order (see ``doc_blocks``): the sandbox holds the
+shipped data, so the one-minute demo runs exactly as the README gives it, and its output must
+be the tagged sentence the README shows. Only these substitutions are made elsewhere:
+
+- ``make install`` and ``make test`` run as ``make -n ...`` (they print what they would do;
+  CI's ``make test`` runs them for real, and this test is part of it);
+- "Training on your own data" reads ``train.conllu``, ``dev.conllu`` and ``test.conllu``, which
+  the sandbox holds: 300/100/101-sentence slices of the EWT splits (the ``ewt_slice`` fixture),
+  and its config trains one epoch, as every sandbox config but the demo's does;
+- the Lightning snippet reads those slices instead of the whole EWT files, for one epoch
+  instead of 15.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
 from conftest import REPO
+from doc_blocks import blocks, check_shown_blocks, make_sandbox, run_page, runnable, under
 
 README = REPO / "README.md"
-SECTION = "Using seqtag in your own Lightning project"
-VECTORS = "data/vectors/w2v-en-100d-ewt.bin"
-QUICKSTART_CHECKPOINT = "runs/ud_ewt_upos/checkpoints/best.ckpt"
-#: The sentences of the prediction snippet's input file, ``my_text.txt``.
-MY_TEXT = ["The cat sat on the mat .", "Hello world", "It rained in Boston yesterday ."]
+DEMO = "A one-minute demo"
+#: The sentences `printf` writes into my_text.txt in "Tagging text".
+MY_TEXT = [
+    ["The", "cat", "sat", "on", "the", "mat", "."],
+    ["It", "rained", "in", "Boston", "yesterday", "."],
+]
 
-
-def _split(text: str, level: str) -> dict[str, str]:
-    """The parts of ``text`` under headings of one level (``##``, ``###``), by title."""
-    parts = re.split(rf"^{level} (.+)$", text, flags=re.MULTILINE)
-    return {title.strip(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-def _section(title: str) -> str:
-    return _split(README.read_text(encoding="utf-8"), "##")[title]
-
-
-def _blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
-
-
-def _snippets(language: str) -> dict[str, list[str]]:
-    """The section's code blocks of one language, by sub-heading."""
-    found = {
-        title: _blocks(body, language) for title, body in _split(_section(SECTION), "###").items()
-    }
-    return {title: blocks for title, blocks in found.items() if blocks}
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
-def substitutions(ewt_slice) -> dict[str, str]:
-    """What the snippets say -> what the test runs (the checkpoint is added by ``trained``)."""
-    return {
-        "data/ud_en_ewt/en_ewt-ud-train.conllu.gz": str(ewt_slice["train"]),
-        "data/ud_en_ewt/en_ewt-ud-dev.conllu.gz": str(ewt_slice["dev"]),
-        "data/ud_en_ewt/en_ewt-ud-test.conllu.gz": str(ewt_slice["test"]),
-        VECTORS: str(REPO / VECTORS),
-        "max_epochs=15": "max_epochs=4",
-        "lr_find(model, datamodule=dm)": "lr_find(model, datamodule=dm, num_training=20)",
+def readme(tmp_path_factory, ewt_slice) -> tuple:
+    """The sandbox, and every block of the README as it ran there."""
+    sandbox = make_sandbox(tmp_path_factory.mktemp("readme") / "seqtag")
+    for split in ("train", "dev", "test"):
+        shutil.copy(ewt_slice[split], sandbox / f"{split}.conllu")
+    substitutions = {
+        "make install": "make -n install",
+        "make test": "make -n test",
+        "data/ud_en_ewt/en_ewt-ud-train.conllu.gz": "train.conllu",
+        "data/ud_en_ewt/en_ewt-ud-dev.conllu.gz": "dev.conllu",
+        "max_epochs=15": "max_epochs=1",
     }
+    return sandbox, run_page(README, sandbox, substitutions)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A temporary working folder holding ``my_text.txt``, for the whole module."""
-    folder = tmp_path_factory.mktemp("readme")
-    (folder / "my_text.txt").write_text("\n".join(MY_TEXT) + "\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        yield folder
+def _shown(heading: str) -> str:
+    (text,) = [b.code for b in blocks(README) if b.heading == heading and b.language == "text"]
+    return text
 
 
-def _run(title: str, substitutions: dict[str, str]) -> dict:
-    """Run the one python snippet under ``### title``; return its namespace."""
-    (code,) = _snippets("python")[title]
-    for said, used in substitutions.items():
-        code = code.replace(said, used)
-    assert "data/ud_en_ewt" not in code and QUICKSTART_CHECKPOINT not in code, code
-    namespace: dict = {"__name__": "readme_snippet"}
-    exec(compile(code, f"README.md ({title})", "exec"), namespace)
-    return namespace
+def test_every_block_is_run_or_shown(readme):
+    check_shown_blocks(README)
+    _, ran = readme
+    assert [item.block for item in ran] == runnable(README)
 
 
-@pytest.fixture(scope="module")
-def trained(workdir, substitutions) -> dict:
-    """The first snippet, run: its namespace; its checkpoint replaces the quick-start one."""
-    namespace = _run("Training with a DataModule", substitutions)
-    checkpoint = namespace["trainer"].checkpoint_callback.best_model_path
-    assert Path(checkpoint).is_file()
-    substitutions[QUICKSTART_CHECKPOINT] = checkpoint
-    return namespace
+def test_the_readme_is_short():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 200
 
 
-def test_every_snippet_of_the_section_is_run_here():
-    assert set(_snippets("python")) == {
-        "Training with a DataModule",
-        "Building from the spec, with your own dataloaders",
-        "Plain `LightningCLI`",
-        "Finding a learning rate",
-        "Testing and predicting with a checkpoint",
-        "Tagging from Python",
-    }
-    section = _section(SECTION)
-    files = [f"data/ud_en_ewt/en_ewt-ud-{split}.conllu.gz" for split in ("train", "dev", "test")]
-    for said in (*files, VECTORS, QUICKSTART_CHECKPOINT, "max_epochs=15", "lr_find(model, "):
-        assert said in section, f"the README no longer says {said!r}: update the substitutions"
+def test_the_demo_runs_as_written_and_tags_the_sentence(readme):
+    sandbox, ran = readme
+    (demo,) = under(ran, DEMO)
+    assert demo.code == demo.block.code  # no substitution: the commands a user types
+    assert "configs/demo.yaml" in demo.code
+    # The tagged sentence ends the output, after what seqtag fit prints as it trains.
+    assert demo.stdout.rstrip("\n").endswith("\n" + _shown(DEMO).rstrip("\n"))
+    assert (sandbox / "runs" / "demo" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_fit_with_a_datamodule_trains_a_tagger(trained):
-    assert trained["trainer"].current_epoch == 4
-    assert trained["trainer"].callback_metrics["val_acc"] > 0.5
-    ((tag, confidence), *_) = trained["model"].tag([["The", "cat", "sat", "."]])[0]
-    assert tag == "DET" and 0 < confidence <= 1
+def _conll(text: str) -> list[list[list[str]]]:
+    return [[line.split("\t") for line in part.splitlines()] for part in text.strip().split("\n\n")]
 
 
-def test_build_from_the_spec_and_fit_with_own_dataloaders(workdir, substitutions, capsys):
-    namespace = _run("Building from the spec, with your own dataloaders", substitutions)
-    parameters = int(capsys.readouterr().out.split()[0])  # printed before fit, from the spec
-    assert parameters == sum(p.numel() for p in namespace["model"].parameters()) > 500_000
-    assert namespace["trainer"].callback_metrics["val_acc"] > 0.4  # NOUN everywhere: 0.16
+def test_tagging_from_the_command_line_writes_tags_and_confidences(readme):
+    sandbox, _ = readme
+    sentences = _conll((sandbox / "tagged.conll").read_text(encoding="utf-8"))
+    assert [[row[0] for row in sentence] for sentence in sentences] == MY_TEXT
+    for sentence in sentences:
+        for _token, tag, confidence in sentence:
+            assert tag.isupper() and 0 < float(confidence) <= 1
+    assert sentences[0][0][1] == "DET" and sentences[0][-1][1] == "PUNCT"
 
 
-def test_plain_lightning_cli_trains_with_sgd(workdir, substitutions):
-    (main_py,) = _snippets("python")["Plain `LightningCLI`"]
-    (command,) = _snippets("bash")["Plain `LightningCLI`"]
-    folder = workdir / "cli"
-    folder.mkdir()
-    (folder / "main.py").write_text(main_py, encoding="utf-8")
-    args = [substitutions.get(arg, arg) for arg in shlex.split(command.replace("\\\n", " "))]
-    assert args[:2] == ["python", "main.py"]
-    overrides = [
-        "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-    ]
-    result = subprocess.run(
-        [sys.executable, *args[1:], *overrides],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=folder,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (checkpoint,) = (folder / "lightning_logs").glob("version_*/checkpoints/*.ckpt")
-    state = torch.load(checkpoint, weights_only=True)
-    (group,) = state["optimizer_states"][0]["param_groups"]
-    # SGD's (it has momentum) at a constant 0.1: Lightning's --optimizer, no scheduler.
-    assert "momentum" in group and group["lr"] == 0.1 and state["lr_schedulers"] == []
+def test_tagging_from_python_tags_a_string_and_a_stream(readme):
+    _, ran = readme
+    (_, python) = under(ran, "Tagging text")
+    first, *streamed = python.stdout.splitlines()
+    assert first.startswith("[[('DET', ") and first.count("(") == len(MY_TEXT[0])
+    assert len(streamed) == len(MY_TEXT)
+    tagger = python.namespace["tagger"]
+    assert eval(streamed[1]) == tagger.tag([MY_TEXT[1]])[0]  # a list of (tag, confidence)
+
+
+def test_training_on_your_own_data_trains_and_tests_a_run_of_its_own(readme):
+    sandbox, ran = readme
+    (own,) = under(ran, "Training on your own data")
+    run = sandbox / "runs" / "mine"
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {"best.ckpt", "last.ckpt"}
+    assert list(run.glob("logs/version_*/metrics.csv"))
+    assert "test_acc" in own.stdout
+    state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert state["hyper_parameters"]["char_features"] == "cnn"
 
 
-def test_lr_find_sets_the_rate_that_fit_then_uses(workdir, substitutions):
-    namespace = _run("Finding a learning rate", substitutions)
-    suggestion = namespace["finder"].suggestion()
-    assert suggestion is not None and namespace["model"].hparams.lr == suggestion
-    optimizer = namespace["trainer"].optimizers[0]
-    assert isinstance(optimizer, torch.optim.Adam)
-    assert optimizer.param_groups[0]["initial_lr"] == suggestion
+def test_the_lightning_snippet_trains_and_tags(readme):
+    _, ran = readme
+    (snippet,) = under(ran, "In your own Lightning code")
+    assert snippet.namespace["trainer"].current_epoch == 1
+    printed = snippet.stdout.splitlines()[-1]  # after the progress bar
+    assert printed.startswith("[[(") and printed.count("(") == 7  # 7 tokens in one sentence
 
 
-def test_checkpoint_tests_and_predicts_in_input_order(trained, substitutions):
-    namespace = _run("Testing and predicting with a checkpoint", substitutions)
-    (scores,) = namespace["scores"]
-    assert 0.5 < scores["test_acc"] <= 1
-    sentences = namespace["sentences"]
-    assert [s["index"] for s in sentences] == list(range(len(MY_TEXT)))
-    assert [s["tokens"] for s in sentences] == [line.split() for line in MY_TEXT]
-    tag_set = set(namespace["model"].vocabularies.tags)
-    for sentence in sentences:
-        assert len(sentence["tags"]) == len(sentence["confidences"]) == len(sentence["tokens"])
-        assert set(sentence["tags"]) <= tag_set
+def test_install_and_test_commands_are_the_makefiles(readme):
+    _, ran = readme
+    (install,) = under(ran, "Install")
+    (development,) = under(ran, "Development")
+    assert "make -n install" in install.code and "make -n test" in development.code
+    assert "pytest" in development.stdout
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make test" in ci.splitlines()[-1]
 
 
-def test_tag_takes_token_lists_or_strings_and_refuses_a_flat_list(trained, substitutions):
-    namespace = _run("Tagging from Python", substitutions)
-    tagger, tagged = namespace["tagger"], namespace["tagged"]
-    assert tagger.tag([["The", "cat", "sat", "."], ["Hello", "world"]]) == tagged
-    assert [len(sentence) for sentence in tagged] == [4, 2]
-    assert tagged[0][0][0] == "DET" and tagged[0][3][0] == "PUNCT"
-    with pytest.raises(TypeError, match="one sentence's tokens"):
-        tagger.tag(["The", "cat", "sat", "."])
-    with pytest.raises(TypeError, match="one string"):
-        tagger.tag("The cat sat .")
-
-
-def test_tagging_text_python_example_runs(trained, substitutions):
-    (code,) = _blocks(_section("Tagging text"), "python")
-    code = code.replace(QUICKSTART_CHECKPOINT, substitutions[QUICKSTART_CHECKPOINT])
-    namespace: dict = {}
-    exec(compile(code, "README.md (Tagging text)", "exec"), namespace)
-    assert len(namespace["tagger"].tag([["The", "cat", "sat", "."]])[0]) == 4
+def test_every_config_the_readme_names_is_shipped():
+    text = README.read_text(encoding="utf-8")
+    named = set(re.findall(r"`(?:configs/)?([\w/]+\.yaml)`", text)) - {"my_config.yaml"}
+    assert named and all((REPO / "configs" / name).is_file() for name in named), named
