@@ -29,5 +29,8 @@ quickstart: $(STAMP)
 	fi
 	$(VENV)/bin/seqtag test --config configs/ud_ewt_upos.yaml --ckpt_path $(RUN)/checkpoints/best.ckpt
 
+# Style first (ruff check, ruff format --check), then the whole suite, slow tests included.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -ra

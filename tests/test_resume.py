@@ -24,8 +24,8 @@ import torch
 from conftest import REPO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.resume import (
-    AtomicCheckpointIO,
     RNGStateCallback,
     collect_rng_states,
     set_rng_states,
@@ -70,6 +70,25 @@ HELPERS = textwrap.dedent(
         def on_validation_start(self, trainer, *args):
             if trainer.global_step == self.step and not trainer.sanity_checking:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+    class KillWhileSaving(Callback):
+        '''SIGKILL this process half-way through writing the checkpoint of step ``step``.'''
+
+        def __init__(self, step: int = 0):
+            self.step = step
+
+        def on_train_batch_end(self, trainer, *args):
+            # Lightning runs checkpoint callbacks after the others: this step's save follows.
+            if trainer.global_step != self.step:
+                return
+
+            def half_then_kill(obj, stream, *args, **kwargs):
+                stream.write(b"PK\x03\x04" + bytes(4096))
+                stream.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            torch.save = half_then_kill
 
 
     class SaveFinalWeights(Callback):
@@ -155,8 +174,8 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     set_rng_states(collect_rng_states())  # idempotent
 
 
-def test_atomic_checkpoint_io_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
-    io = AtomicCheckpointIO()
+def test_the_checkpoint_plugin_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
+    io = SeqtagCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
@@ -206,7 +225,6 @@ def _fit(ewt_slice, run: Path, helpers: Path, *extra: str) -> subprocess.Complet
         f"--checkpoint.dirpath={run / 'checkpoints'}",
         "--checkpoint.every_n_train_steps=5",
         "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
-        "--trainer.plugins=seqtag.checkpoint.resume.AtomicCheckpointIO",
         "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
         f"--trainer.callbacks.path={run / 'final.pt'}",
         *extra,
@@ -287,6 +305,27 @@ def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "dataloader is not resumable" not in resumed.stderr
     assert _val_acc(tmp_path) == _val_acc(uninterrupted)
+    _assert_same_weights(_final(tmp_path), _final(uninterrupted))
+
+
+@pytest.mark.slow
+def test_killed_while_saving_keeps_the_previous_last_checkpoint(
+    ewt_slice, helpers, uninterrupted, tmp_path
+):
+    """Through the command's own checkpoint plugin (no plugin named): a kill while last.ckpt
+    is being written leaves the previous one whole, and the run resumes from it."""
+    killed = _fit(
+        ewt_slice,
+        tmp_path,
+        helpers,
+        "--trainer.callbacks+=resume_helpers.KillWhileSaving",
+        "--trainer.callbacks.step=50",
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 45  # the save before
+    resumed = _fit(ewt_slice, tmp_path, helpers, f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_weights(_final(tmp_path), _final(uninterrupted))
 
 

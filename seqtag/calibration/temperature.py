@@ -34,7 +34,7 @@ from torch import Tensor
 
 from seqtag.calibration.metrics import CalibrationError, fit_temperature
 from seqtag.calibration.test_time import ECE_BINS, predicted_confidence
-from seqtag.checkpoint.resume import AtomicCheckpointIO
+from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.run_folder import inside_folder
 from seqtag.data.batching import EncodedDataset, LengthBucketSampler, collate
 from seqtag.errors import ConfigError, OutputError
@@ -188,7 +188,7 @@ def write_temperature(checkpoint: dict[str, Any], temperature: float, path: str 
     state[TEMPERATURE_KEY] = torch.tensor(float(temperature), dtype=torch.float32)
     try:
         # The writer of every seqtag checkpoint: synced, the usual file mode, renamed into place.
-        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+        SeqtagCheckpointIO().save_checkpoint(checkpoint, path)
     except OSError as error:
         raise OutputError(f"{path}: cannot write the calibrated checkpoint: {error}") from error
 

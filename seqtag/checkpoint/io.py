@@ -14,12 +14,12 @@ import os
 import pickle
 import warnings
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.plugins import TorchCheckpointIO
 
 from seqtag.checkpoint.schema import (
     NOT_RESTORED,
@@ -33,6 +33,12 @@ from seqtag.checkpoint.schema import (
 )
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError, ConfigError
+
+#: The checkpoint :func:`load_checkpoint` validated last, with its vocabularies, until a model
+#: takes it (:func:`take_validated`): the model's own hook then does not check it again.
+_just_validated: ContextVar[tuple[dict[str, Any], Vocabularies] | None] = ContextVar(
+    "seqtag_just_validated", default=None
+)
 
 #: Key of seqtag's section in a Lightning checkpoint.
 CHECKPOINT_KEY = "seqtag"
@@ -225,29 +231,31 @@ def load_checkpoint(
             f"{name}: not a seqtag checkpoint: torch.load cannot read it ({_load_failure(err)})"
         ) from err
     try:
-        validate_checkpoint(checkpoint, model_class)
+        vocabularies = validate_checkpoint(checkpoint, model_class)
     except CheckpointError as err:
         raise CheckpointError(f"{name}: {err}") from None
+    _just_validated.set((checkpoint, vocabularies))
     return checkpoint
 
 
-class SeqtagCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint reader, validating what it reads.
+def take_validated(checkpoint: dict[str, Any]) -> Vocabularies | None:
+    """The vocabularies of ``checkpoint`` if :func:`load_checkpoint` has just validated this
+    very dictionary (then forgotten, so it is taken once), else ``None``.
 
-    ``--ckpt_path last`` or ``hpc`` is resolved by Lightning to a file only when it loads it;
-    as the trainer's ``CheckpointIO`` plugin this turns a truncated or foreign file found that
-    way into the same one-line error as a path given by name.
+    So a file is validated once on its way from the reader to the model's
+    ``on_load_checkpoint``, which validates anything that did not come that way (a plain
+    ``Trainer``'s own reader, a dictionary made in code).
     """
-
-    def load_checkpoint(
-        self, path: Any, map_location: Any = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        return load_checkpoint(path)
+    held = _just_validated.get()
+    if held is None or held[0] is not checkpoint:
+        return None
+    _just_validated.set(None)
+    return held[1]
 
 
 def build_from_checkpoint(
     cls: type[pl.LightningModule],
-    source: str | os.PathLike[str] | IO[bytes],
+    source: str | os.PathLike[str] | IO[bytes] | dict[str, Any],
     *,
     map_location: Any = None,
     hparams_file: Any = None,
@@ -265,7 +273,8 @@ def build_from_checkpoint(
 
     Args:
         cls: the model class to build (never one a checkpoint names).
-        source: a local file, an fsspec URL or an open binary file.
+        source: a local file, an fsspec URL, an open binary file, or a checkpoint already
+            read with :func:`load_checkpoint`.
         map_location: where the weights go (as for ``torch.load``); unset, where they were
             saved when that device exists here, the CPU otherwise.
         hparams_file: not supported: the checkpoint carries its hyper-parameters.
@@ -284,8 +293,12 @@ def build_from_checkpoint(
             "load_from_checkpoint(weights_only=False): a seqtag checkpoint holds only "
             "tensors and plain data, so it is always opened with weights_only=True"
         )
-    location = map_location if map_location is not None else _saved_device
-    checkpoint = load_checkpoint(source, cls, location)
+    if isinstance(source, dict):  # already read with load_checkpoint (without a class)
+        checkpoint = source
+        checkpoint["hyper_parameters"] = restorable_hyperparameters(checkpoint, cls)
+    else:
+        location = map_location if map_location is not None else _saved_device
+        checkpoint = load_checkpoint(source, cls, location)
     model = cls(**{**checkpoint["hyper_parameters"], **(overrides or {})})
     try:
         model.on_load_checkpoint(checkpoint)

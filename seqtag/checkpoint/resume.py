@@ -8,9 +8,9 @@ was never interrupted when three things come back exactly:
 - the random-number streams behind dropout and word dropout: :class:`RNGStateCallback` saves
   torch's (CPU and CUDA), numpy's and Python's global generators in every checkpoint and puts
   them back when training starts again;
-- the checkpoint itself: :class:`AtomicCheckpointIO` writes to a temporary file in the same
-  folder and renames it over the old one, so a kill while saving leaves the previous
-  ``last.ckpt`` intact instead of a truncated one.
+- the checkpoint itself: :class:`~seqtag.checkpoint.plugin.SeqtagCheckpointIO` writes to a
+  temporary file in the same folder and renames it over the old one, so a kill while saving
+  leaves the previous ``last.ckpt`` intact instead of a truncated one.
 
 Besides, a step checkpoint written after a training batch that validation follows (an
 epoch's last batch, or a ``val_check_interval`` batch) is marked as taken before that
@@ -30,13 +30,9 @@ saved is plain data or tensors: checkpoints still open with ``weights_only=True`
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -48,6 +44,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
 from seqtag.checkpoint.optimizer_state import OptimizerStateCheck
+from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.run_folder import CheckpointFolderGuard
 from seqtag.errors import CheckpointError
 
@@ -279,74 +276,11 @@ def _set_validation_begun(checkpoint: dict[str, Any], begun: bool) -> bool:
     return True
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file beside the target, fsync, then ``os.replace``.
-
-    Lightning's own writer (fsspec's transaction) writes local files to the system temporary
-    folder and moves them into place; when that folder is on another file system the move is
-    a copy straight into ``last.ckpt``, and a kill during it leaves a truncated checkpoint.
-    Here the rename is always within one folder, hence atomic: readers see the old file or
-    the complete new one, never a part. Remote paths (``s3://`` and so on) go to Lightning.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None or not _is_local_path(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
-        try:
-            os.chmod(temporary, _new_file_mode(target))  # mkstemp makes it owner-only
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        _fsync_directory(target.parent)
-
-
-def _is_local_path(path: Any) -> bool:
-    """A plain file system path (``/a/b``, ``file:///a/b``), not ``s3://`` and the like."""
-    text = str(path)
-    return "://" not in text or text.startswith("file://")
-
-
-def _new_file_mode(target: Path) -> int:
-    """The mode a plain ``open(target, "wb")`` would give: the old file's, or 0o666 - umask."""
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_directory(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def install_resume_support(trainer: pl.Trainer) -> None:
     """Add :class:`RNGStateCallback`, :class:`PendingValidation`,
     :class:`~seqtag.checkpoint.run_folder.CheckpointFolderGuard`,
-    :class:`~seqtag.checkpoint.optimizer_state.OptimizerStateCheck` and :class:`AtomicCheckpointIO`
+    :class:`~seqtag.checkpoint.optimizer_state.OptimizerStateCheck` and
+    :class:`~seqtag.checkpoint.plugin.SeqtagCheckpointIO`
     unless already there.
 
     The checkpoint writer is only replaced when it is Lightning's default
@@ -357,4 +291,4 @@ def install_resume_support(trainer: pl.Trainer) -> None:
             trainer.callbacks.append(kind())
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
-        strategy.checkpoint_io = AtomicCheckpointIO()
+        strategy.checkpoint_io = SeqtagCheckpointIO()

@@ -99,7 +99,7 @@ def run(options: argparse.Namespace) -> None:
         write_temperature,
     )
     from seqtag.calibration.test_time import ECE_BINS
-    from seqtag.checkpoint.io import read_checkpoint_file
+    from seqtag.checkpoint.io import build_from_checkpoint, read_checkpoint_file
     from seqtag.data.datamodule import TaggingDataModule
     from seqtag.training.module import SequenceTagger
 
@@ -109,7 +109,7 @@ def run(options: argparse.Namespace) -> None:
     if not Path(options.val_path).is_file():
         raise ConfigError(f"{options.val_path}: no such file (data.val_path)")
     checkpoint = read_checkpoint_file(options.ckpt_path)
-    model = SequenceTagger.load_from_checkpoint(options.ckpt_path, map_location="cpu")
+    model = build_from_checkpoint(SequenceTagger, checkpoint)
     datamodule = TaggingDataModule(val_path=options.val_path, **_data_options(options, checkpoint))
     datamodule.encode_with(model.vocabularies)
     dev = collect_dev_set(model, full_dev_batches(datamodule))

@@ -25,7 +25,8 @@ from torch.optim import Optimizer
 
 from seqtag.calibration.reliability import ReliabilityDiagram
 from seqtag.calibration.temperature import TemperatureCalibration
-from seqtag.checkpoint.io import SeqtagCheckpointIO, read_checkpoint_file
+from seqtag.checkpoint.io import read_checkpoint_file
+from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.resume import install_resume_support
 from seqtag.cli.checkpoint_options import checkpoint_data_options, restore_model_arguments
 from seqtag.cli.messages import (
@@ -153,6 +154,7 @@ class SeqtagCLI(LightningCLI):
         if checkpoint:
             restore_model_arguments(self.config[subcommand], checkpoint)
         self.checkpoint_path = ckpt_path
+        self.checkpoint_read = (ckpt_path, checkpoint) if checkpoint else None
         self.config[subcommand]["ckpt_path"] = None
 
     def _parse(self, parser: LightningArgumentParser, args: Any, argv: list[str]) -> None:
@@ -197,7 +199,8 @@ class SeqtagCLI(LightningCLI):
             [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         )
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            kwargs["plugins"] = [*plugins, SeqtagCheckpointIO()]
+            read = getattr(self, "checkpoint_read", None)  # opened once, in parse_arguments
+            kwargs["plugins"] = [*plugins, SeqtagCheckpointIO(preloaded=read)]
         try:
             return super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError) as err:

@@ -29,7 +29,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from seqtag.data.schemes import allowed_transitions
 from seqtag.data.vocab import Vocabularies, Vocabulary
-from seqtag.errors import ConfigError
+from seqtag.errors import ConfigError, VectorFormatError
 from seqtag.models.chars import build_char_encoder
 from seqtag.models.encoder import BiRNNEncoder
 from seqtag.models.tagger import Tagger
@@ -38,6 +38,21 @@ from seqtag.models.tagger import Tagger
 DEFAULT_EMBEDDING_DIM = 100
 #: Architecture options that set the network's size, named when it does not fit in memory.
 SIZE_OPTIONS = ("hidden_size", "num_layers", "embedding_dim", "char_dim", "char_hidden_size")
+
+
+def embedding_width(vectors_dim: int | None, vectors_path: str | None, asked: int | None) -> int:
+    """The word-embedding width: the pretrained vectors' when there are vectors (``asked``, the
+    model's ``embedding_dim``, must then agree), else ``asked``, else the default."""
+    if vectors_dim is None:
+        return asked or DEFAULT_EMBEDDING_DIM
+    if asked is not None and asked != vectors_dim:
+        raise VectorFormatError(
+            path=vectors_path or "pretrained vectors",
+            line=None,
+            message=f"vectors have dimension {vectors_dim}, but model.embedding_dim is {asked}; "
+            "remove model.embedding_dim to take the vectors' dimension",
+        )
+    return vectors_dim
 
 
 def build_network(

@@ -1,0 +1,119 @@
+"""The trainer's one checkpoint plugin: every read validated, every local write atomic.
+
+Lightning reads and writes checkpoints through a ``CheckpointIO`` plugin. seqtag's reads go
+through :func:`seqtag.checkpoint.io.load_checkpoint` (``weights_only=True``, checked plain
+data), and its writes never leave a half-written file: a kill while saving keeps the previous
+``last.ckpt`` whole. The ``seqtag`` command installs it; in a plain ``Trainer`` add
+``plugins=[SeqtagCheckpointIO()]``, or call
+:func:`seqtag.checkpoint.resume.install_resume_support`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from seqtag.checkpoint.io import load_checkpoint
+from seqtag.files.outputs import same_file
+
+
+class SeqtagCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint plugin with seqtag's validated reader and an atomic writer.
+
+    Writes go to a temporary file beside the target, are fsynced, renamed over it, and the
+    folder is fsynced. Lightning's own writer (fsspec's transaction) writes local files to the
+    system temporary folder and moves them into place; when that folder is on another file
+    system the move is a copy straight into ``last.ckpt``, and a kill during it leaves a
+    truncated checkpoint. Remote paths (``s3://`` and so on) go to Lightning's writer.
+
+    Args:
+        preloaded: ``(path, checkpoint)`` a caller has already read with
+            :func:`~seqtag.checkpoint.io.load_checkpoint` (the ``seqtag`` command reads
+            ``--ckpt_path`` to take the model's arguments from it), so the trainer does not
+            open the file again; used once, and only while the file is unchanged.
+    """
+
+    def __init__(self, preloaded: tuple[str, dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self._preloaded = None
+        if preloaded is not None:
+            path, checkpoint = preloaded
+            self._preloaded = (path, _stamp(path), checkpoint)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is not None:
+            name, stamp, checkpoint = preloaded
+            if same_file(path, name) and _stamp(path) == stamp:
+                return checkpoint
+        return load_checkpoint(path)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or not _is_local_path(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(str(path).removeprefix("file://"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+        try:
+            os.chmod(temporary, _new_file_mode(target))  # mkstemp makes it owner-only
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(checkpoint, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        _fsync_directory(target.parent)
+
+
+def _stamp(path: Any) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or written: device, inode, size, modification."""
+    try:
+        status = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _is_local_path(path: Any) -> bool:
+    """A plain file system path (``/a/b``, ``file:///a/b``), not ``s3://`` and the like."""
+    text = str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode a plain ``open(target, "wb")`` would give: the old file's, or 0o666 - umask."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_directory(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
