@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqtag.models.dropout import Dropout, cpu_keep_mask
+from seqtag.models.dropout import FastMaskDropout, cpu_keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.7])
 def test_drops_the_requested_fraction_and_keeps_the_expected_value(p: float) -> None:
     torch.manual_seed(0)
-    output = Dropout(p).train()(torch.ones(1000, 1001))
+    output = FastMaskDropout(p).train()(torch.ones(1000, 1001))
     dropped = (output == 0).float().mean().item()
     assert dropped == pytest.approx(p, abs=0.003)
     assert output.mean().item() == pytest.approx(1.0, abs=0.01)
@@ -28,7 +28,7 @@ def test_every_lane_of_a_draw_is_random() -> None:
 def test_odd_shapes_and_the_gradient_follow_the_mask() -> None:
     torch.manual_seed(2)
     inputs = torch.randn(3, 7, 5, requires_grad=True)
-    output = Dropout(0.25).train()(inputs)
+    output = FastMaskDropout(0.25).train()(inputs)
     assert output.shape == inputs.shape
     output.sum().backward()
     kept = output != 0
@@ -37,7 +37,7 @@ def test_odd_shapes_and_the_gradient_follow_the_mask() -> None:
 
 
 def test_seeded_runs_repeat_and_successive_calls_differ() -> None:
-    layer = Dropout(0.5).train()
+    layer = FastMaskDropout(0.5).train()
     torch.manual_seed(3)
     first, second = layer(torch.ones(64, 64)), layer(torch.ones(64, 64))
     torch.manual_seed(3)
@@ -47,14 +47,14 @@ def test_seeded_runs_repeat_and_successive_calls_differ() -> None:
 
 def test_evaluation_and_extreme_probabilities() -> None:
     inputs = torch.randn(4, 9)
-    assert torch.equal(Dropout(0.5).eval()(inputs), inputs)
-    assert torch.equal(Dropout(0.0).train()(inputs), inputs)
-    assert torch.count_nonzero(Dropout(1.0).train()(inputs)) == 0
+    assert torch.equal(FastMaskDropout(0.5).eval()(inputs), inputs)
+    assert torch.equal(FastMaskDropout(0.0).train()(inputs), inputs)
+    assert torch.count_nonzero(FastMaskDropout(1.0).train()(inputs)) == 0
 
 
 def test_keeps_the_input_dtype() -> None:
     """Under CPU autocast some features are bfloat16; dropout must not promote them."""
-    output = Dropout(0.5).train()(torch.ones(8, 8, dtype=torch.bfloat16))
+    output = FastMaskDropout(0.5).train()(torch.ones(8, 8, dtype=torch.bfloat16))
     assert output.dtype == torch.bfloat16
     assert set(output.unique().tolist()) <= {0.0, 2.0}
 
@@ -63,7 +63,7 @@ def test_keeps_the_input_dtype() -> None:
 def test_scripted_dropout_is_pytorchs() -> None:
     """TorchScript compiles the module (seqtag.integrations.export scripts it) to PyTorch's own
     dropout."""
-    dropout = torch.jit.script(Dropout(0.5))
+    dropout = torch.jit.script(FastMaskDropout(0.5))
     x = torch.randn(40, 50)
     assert torch.equal(dropout.eval()(x), x)
     torch.manual_seed(0)

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqtag.models.char_cache import DEFAULT_CACHE_SIZE, PerTypeExtractor
-from seqtag.models.dropout import Dropout
+from seqtag.models.dropout import FastMaskDropout
 from seqtag.models.encoder import reversal_index
 
 __all__ = ["CharBiLSTM", "CharCNN", "build_char_encoder"]
@@ -162,7 +162,7 @@ class CharCNN(PerTypeExtractor):
         self.padding_idx = padding_idx
         self.output_dim: int = num_filters
         self.embedding = _char_embedding(num_chars, char_dim, padding_idx)
-        self.dropout = Dropout(dropout)
+        self.dropout = FastMaskDropout(dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding="same")
 
     def forward(self, chars: Tensor) -> Tensor:
@@ -238,7 +238,7 @@ class CharBiLSTM(PerTypeExtractor):
         self.padding_idx = padding_idx
         self.output_dim: int = 2 * hidden_size
         self.embedding = _char_embedding(num_chars, char_dim, padding_idx)
-        self.dropout = Dropout(dropout)
+        self.dropout = FastMaskDropout(dropout)
         self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
 
     def forward(self, chars: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ per unit, took 1.2 ms). The drop probability is ``p`` rounded to a multiple of 1
 kept units are scaled by the inverse of the *rounded* keep probability, so the expected output
 still equals the input exactly. Other devices keep PyTorch's fused kernel.
 
-TorchScript compiles :class:`Dropout` (:mod:`seqtag.integrations.export` scripts the model's
+TorchScript compiles :class:`FastMaskDropout` (:mod:`seqtag.integrations.export` scripts the model's
 modules): the
 scripted module takes PyTorch's path on every device, since the CPU mask is not scriptable.
 """
@@ -40,7 +40,7 @@ def cpu_keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[Tensor
     return keep, _LEVELS / (_LEVELS - threshold)
 
 
-class Dropout(nn.Dropout):
+class FastMaskDropout(nn.Dropout):
     """``nn.Dropout`` with a faster mask on the CPU; identical otherwise (and in eval mode)."""
 
     def forward(self, input: Tensor) -> Tensor:

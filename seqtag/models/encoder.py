@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from seqtag.models.dropout import Dropout
+from seqtag.models.dropout import FastMaskDropout
 
 RNNType = Literal["lstm", "gru", "rnn"]
 #: Sentence lengths: an int tensor [B], a list of ints, or None for "every row is full".
@@ -68,7 +68,7 @@ class BiRNNEncoder(nn.Module):
         self.char_encoder = char_encoder
         input_dim = embedding_dim + (char_encoder.output_dim if char_encoder is not None else 0)
         self.rnn = BiRNN(input_dim, hidden_size, num_layers, rnn_type, dropout)
-        self.dropout = Dropout(dropout)
+        self.dropout = FastMaskDropout(dropout)
         self.word_dropout = word_dropout
         # Per-word probability of becoming unknown in training (see set_rare_word_dropout).
         self.register_buffer("unknown_probability", torch.zeros(num_words))
@@ -220,7 +220,7 @@ class BiRNN(nn.Module):
         sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
         self.forward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
         self.backward_layers = nn.ModuleList(cls(n, hidden_size, batch_first=True) for n in sizes)
-        self.dropout = Dropout(dropout)
+        self.dropout = FastMaskDropout(dropout)
 
     @torch.jit.unused  # TorchScript compiles run(), which takes lengths as a tensor only
     def forward(self, inputs: Tensor, lengths: Lengths = None) -> Tensor:
