@@ -305,7 +305,7 @@ def export(ckpt_path: str, format: ExportFormat, output: str) -> None:
         model = SequenceTagger.load_from_checkpoint(ckpt_path, map_location="cpu")
     except (KeyError, EOFError, pickle.UnpicklingError, RuntimeError) as err:
         raise CheckpointError(f"{ckpt_path}: not a seqtag checkpoint ({err!r})") from err
-    tagger, vocabularies = model._require_tagger(), model.vocabularies
+    tagger, vocabularies = model.tagger, model.vocabularies  # loaded: both exist
     tagger.eval()
     exported = ExportedTagger(tagger).eval()
     module: nn.Module = exported if exported.has_chars else _WithoutChars(exported).eval()

@@ -231,7 +231,7 @@ class CharFeatureCache:
 class PerTypeExtractor(nn.Module):
     """Base of the character extractors: their features per word type, cached across batches.
 
-    A subclass implements :meth:`_features` and calls :meth:`_real_word_features` from its
+    A subclass implements :meth:`_features` and calls :meth:`real_word_features` from its
     ``forward``; TorchScript compiles that to :meth:`_features` alone.
 
     Args:
@@ -254,7 +254,7 @@ class PerTypeExtractor(nn.Module):
         """Features ``[N, D]`` of real words ``[N, C]`` with their ``char_mask``."""
         raise NotImplementedError
 
-    def _real_word_features(self, words: Tensor, char_mask: Tensor) -> Tensor:
+    def real_word_features(self, words: Tensor, char_mask: Tensor) -> Tensor:
         """:meth:`_features`, per type and through the cache where allowed (see the module doc)."""
         if torch.jit.is_scripting() or not self.per_type:
             return self._features(words, char_mask)

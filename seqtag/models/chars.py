@@ -176,7 +176,7 @@ class CharCNN(PerTypeExtractor):
         index, words, char_mask = _select_real_words(chars, self.padding_idx)  # [N], [N, C']
         if index.numel() == 0:
             return self.conv.weight.new_zeros(batch, seq_len, self.output_dim)
-        features = self._real_word_features(words, char_mask)  # [N, F]
+        features = self.real_word_features(words, char_mask)  # [N, F]
         return _scatter_words(features, index, batch, seq_len)
 
     def _features(self, words: Tensor, char_mask: Tensor) -> Tensor:
@@ -254,7 +254,7 @@ class CharBiLSTM(PerTypeExtractor):
         index, words, char_mask = _select_real_words(chars, self.padding_idx)  # [N], [N, C']
         if index.numel() == 0:
             return self.lstm.weight_hh_l0.new_zeros(batch, seq_len, self.output_dim)
-        features = self._real_word_features(words, char_mask)  # [N, 2H]
+        features = self.real_word_features(words, char_mask)  # [N, 2H]
         return _scatter_words(features, index, batch, seq_len)
 
     def _features(self, words: Tensor, char_mask: Tensor) -> Tensor:

@@ -179,13 +179,13 @@ class CRF(nn.Module):
             Float32 loss: a scalar, or ``[B]`` for ``reduction="none"``.
         """
         check_reduction(reduction)
-        emissions, mask, tags = self._validate(emissions, mask, tags)
+        emissions, mask, tags = self.check_inputs(emissions, mask, tags)
         with float32_only(emissions):
             emissions = scaled(emissions, temperature)
             start, trans, end = self.constrained_scores(temperature)
-            nll = self._log_partition(emissions, mask, start, trans, end) - self._score(
-                emissions, tags, mask, start, trans, end
-            )  # [B]
+            nll = self.log_partition_with(
+                emissions, mask, start, trans, end
+            ) - self.path_score_with(emissions, tags, mask, start, trans, end)  # [B]
         return reduce_losses(nll, mask, reduction)
 
     def partial_nll(
@@ -212,30 +212,30 @@ class CRF(nn.Module):
             temperature: divides every score, as in :meth:`forward`.
         """
         check_reduction(reduction)
-        emissions, mask, _ = self._validate(emissions, mask)
+        emissions, mask, _ = self.check_inputs(emissions, mask)
         allowed = check_allowed(allowed.to(emissions.device), emissions.shape, mask)
         with float32_only(emissions):
             emissions = scaled(emissions, temperature)
             start, trans, end = self.constrained_scores(temperature)
-            log_z = self._log_partition(emissions, mask, start, trans, end)
+            log_z = self.log_partition_with(emissions, mask, start, trans, end)
             kept = emissions.masked_fill(~allowed, self.FORBIDDEN_SCORE)
-            log_z_allowed = self._log_partition(kept, mask, start, trans, end)
+            log_z_allowed = self.log_partition_with(kept, mask, start, trans, end)
         return reduce_losses(log_z - log_z_allowed, mask, reduction)
 
     def log_partition(
         self, emissions: Tensor, mask: Tensor | None = None, temperature: Temperature = None
     ) -> Tensor:
         """Log of the summed exp-score of every tag path, ``log Z``: ``[B]`` float32."""
-        emissions, mask, _ = self._validate(emissions, mask)
+        emissions, mask, _ = self.check_inputs(emissions, mask)
         with float32_only(emissions):
             emissions = scaled(emissions, temperature)
-            return self._log_partition(emissions, mask, *self.constrained_scores(temperature))
+            return self.log_partition_with(emissions, mask, *self.constrained_scores(temperature))
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor | None = None) -> Tensor:
         """Unnormalised score of the path ``tags`` (padded positions ignored): ``[B]`` float32."""
-        emissions, mask, tags = self._validate(emissions, mask, tags)
+        emissions, mask, tags = self.check_inputs(emissions, mask, tags)
         with float32_only(emissions):
-            return self._score(emissions, tags, mask, *self.constrained_scores())
+            return self.path_score_with(emissions, tags, mask, *self.constrained_scores())
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -248,7 +248,7 @@ class CRF(nn.Module):
         Returns:
             ``[B, L]`` int64 tag ids; padded positions hold 0 (read them through ``mask``).
         """
-        emissions, mask, _ = self._validate(emissions, mask)
+        emissions, mask, _ = self.check_inputs(emissions, mask)
         with float32_only(emissions):
             return viterbi(emissions, mask, *self.constrained_scores())
 
@@ -267,7 +267,7 @@ class CRF(nn.Module):
             ``[B, L, T]`` float32 probabilities; each real token's row sums to 1, padded rows
             are 0.
         """
-        emissions, mask, _ = self._validate(emissions, mask)
+        emissions, mask, _ = self.check_inputs(emissions, mask)
         with float32_only(emissions):
             start, trans, end = self.constrained_scores(temperature)
             em = scaled(emissions, temperature).transpose(0, 1)  # [L, B, T]
@@ -279,7 +279,7 @@ class CRF(nn.Module):
 
     # ------------------------------------------------------------------ internals
 
-    def _validate(
+    def check_inputs(
         self, emissions: Tensor, mask: Tensor | None, tags: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Check shapes and mask layout; return float32 emissions, bool mask, int64 tags.
@@ -346,13 +346,13 @@ class CRF(nn.Module):
             tags = tags.masked_fill(~mask, 0)  # padding may hold -100 etc.; make it indexable
         return emissions.float(), mask, tags
 
-    def _log_partition(
+    def log_partition_with(
         self, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
     ) -> Tensor:
         """Forward algorithm on validated inputs: ``[B]`` log Z."""
         return LogPartition.apply(emissions, mask, start, trans, end)
 
-    def _score(
+    def path_score_with(
         self,
         emissions: Tensor,
         tags: Tensor,

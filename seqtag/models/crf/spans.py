@@ -112,7 +112,7 @@ def crf_span_marginals(
         ``[N]`` float32 probabilities. The spans with one start and type but different ends
         are exclusive events, so their probabilities sum to at most 1.
     """
-    emissions, mask, _ = crf._validate(emissions, mask)
+    emissions, mask, _ = crf.check_inputs(emissions, mask)
     spans = _check_spans(spans, mask, span_tags, emissions.size(2))
     if len(spans) == 0:
         return emissions.new_zeros(0)
@@ -120,12 +120,12 @@ def crf_span_marginals(
     with float32_only(emissions):
         em = scaled(emissions, temperature)
         start, trans, end = crf.constrained_scores(temperature)
-        log_z = crf._log_partition(em, mask, start, trans, end)  # [B]
+        log_z = crf.log_partition_with(em, mask, start, trans, end)  # [B]
         for chunk in spans.split(chunk_size):
             rows = chunk[:, 0].repeat(2)  # both cases of every span
             allowed = _span_allowed(chunk, em.size(1), span_tags)
             kept = em[rows].masked_fill(~allowed, crf.FORBIDDEN_SCORE)
-            both = crf._log_partition(kept, mask[rows], start, trans, end).view(2, -1)
+            both = crf.log_partition_with(kept, mask[rows], start, trans, end).view(2, -1)
             out.append(torch.logsumexp(both, dim=0) - log_z[chunk[:, 0]])
     return torch.cat(out).exp().clamp(max=1.0)
 
@@ -211,12 +211,12 @@ def best_path_probability(
             best = torch.where(mask.bool(), best, 0.0)
         return best.sum(dim=1).exp()
     path = crf.decode(emissions, mask)
-    emissions, mask, _ = crf._validate(emissions, mask)
+    emissions, mask, _ = crf.check_inputs(emissions, mask)
     with float32_only(emissions):
         em = scaled(emissions, temperature)
         start, trans, end = crf.constrained_scores(temperature)
-        log_z = crf._log_partition(em, mask, start, trans, end)
-        score = crf._score(em, path, mask, start, trans, end)
+        log_z = crf.log_partition_with(em, mask, start, trans, end)
+        score = crf.path_score_with(em, path, mask, start, trans, end)
     return (score - log_z).exp().clamp(max=1.0)
 
 
