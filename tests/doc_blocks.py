@@ -98,8 +98,7 @@ def check_shown_blocks(page: Path) -> None:
 
 def _gzip_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(target, "wb", mtime=0) as out:
-        out.write(source.read_bytes())
+    target.write_bytes(gzip.compress(source.read_bytes(), mtime=0))
 
 
 def make_sandbox(folder: Path, ewt: dict[str, Path] | None = None) -> Path:
