@@ -166,10 +166,10 @@ class LengthBucketSampler(DistributedSampler):
 
     ``max_tokens`` bounds the padded size (sentences x longest sentence) of training batches,
     and with it the activation memory of a step: CoNLL-2002 holds whole documents as
-    "sentences" (1,238 tokens), and 32 of them in one batch took a BiLSTM's training process
-    from 0.7 to 2 GB. Sentences longer than ``max_tokens // batch_size`` are set apart once and
-    batched by length under the cap; the others are batched as above. The number of batches
-    is therefore the same in every epoch, as Lightning expects.
+    "sentences" (over a thousand tokens), and a batch of them multiplies a training step's
+    memory (benchmarks/README.md). Sentences longer than ``max_tokens // batch_size`` are set
+    apart once and batched by length under the cap; the others are batched as above. The
+    number of batches is therefore the same in every epoch, as Lightning expects.
 
     Evaluation (``shuffle=False``): sentences sorted by length are dealt to the ranks in turn, so
     every sentence is seen exactly once across ranks and the shards differ by at most one

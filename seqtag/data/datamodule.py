@@ -329,25 +329,25 @@ class TaggingDataModule(pl.LightningDataModule):
         targets.report_unseen(self.paths[split] or split)
         return encoded
 
-    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
+    def _loader(self, split: Split, training: bool) -> DataLoader:
         dataset = EncodedDataset(self.encode(split))
         hp = self.hparams
         sampler = LengthBucketSampler(
             dataset.lengths,
-            hp.batch_size if shuffle else hp.eval_batch_size,
-            shuffle=shuffle,
+            hp.batch_size if training else hp.eval_batch_size,
+            shuffle=training,
             seed=hp.seed,
             pool_size=hp.pool_size,
-            max_tokens=hp.max_batch_tokens if shuffle else None,
+            max_tokens=hp.max_batch_tokens if training else None,
         )
-        if not shuffle and len(dataset) < sampler.num_replicas:
+        if not training and len(dataset) < sampler.num_replicas:
             # Lightning refuses a process without batches, and the others would wait for it.
             raise ConfigError(
                 f"the {split} data has {len(dataset)} sentence(s) for {sampler.num_replicas} "
                 "processes, which need one each: use fewer devices (--trainer.devices)"
             )
         # The training loader can resume mid-epoch from a checkpoint (see ResumableDataLoader).
-        loader_class = ResumableDataLoader if shuffle else DataLoader
+        loader_class = ResumableDataLoader if training else DataLoader
         return loader_class(
             dataset,
             sampler=sampler,
@@ -358,15 +358,15 @@ class TaggingDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", training=True)
 
     def val_dataloader(self) -> DataLoader:
         if not (self.paths["val"] or self.hparams.val_from_train):
             return []
-        return self._loader("val", shuffle=False)
+        return self._loader("val", training=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", training=False)
 
     def predict_dataloader(self) -> DataLoader:
         """The text to tag, read lazily chunk by chunk (see :mod:`seqtag.data.streaming`)."""

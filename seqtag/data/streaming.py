@@ -22,11 +22,10 @@ from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
 from seqtag.data.io.formats import Sentence
 from seqtag.data.vocab import Vocabularies
 
-#: Sentences per chunk unless configured (``data.predict_chunk_size``). Tagging EWT's training
-#: text 16 times over with the quick-start model (user install, 2026-11-30), chunks of 4,096
-#: sentences and batches capped at 4,096 tokens peaked at 660 MiB resident; 1,024 and 2,048
-#: (below) at 518 MiB, at the same speed (50.4 s against 50.0 s): a chunk's sentences, ids and
-#: results are Python objects, and length-sorting 1,024 sentences still pads little.
+#: Sentences per chunk unless configured (``data.predict_chunk_size``): length-sorting that
+#: many pads little, and a chunk's Python objects stay a small share of the memory; larger
+#: chunks cost memory at the same speed ("Measurements behind the defaults" in
+#: benchmarks/README.md).
 DEFAULT_CHUNK_SIZE = 1024
 #: Padded tokens per prediction batch unless configured (``data.predict_max_tokens``): bounds
 #: the activations of a batch of long sentences.

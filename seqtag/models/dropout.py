@@ -1,16 +1,15 @@
 """Dropout whose random mask is cheaper to draw on the CPU.
 
-``nn.Dropout`` draws its mask with ``bernoulli_``, one random number per unit: on this project's
-2-core machine that cost 3.8 ms for a [32, 25, 512] batch, and the two dropouts of a BiLSTM
-step were 10% of the step. Here every 64-bit random draw yields four 16-bit lanes, each
-compared with ``p``: the same mask for 0.35 ms (uniform floats compared with ``p``, one draw
-per unit, took 1.2 ms). The drop probability is ``p`` rounded to a multiple of 1/65536, and
+``nn.Dropout`` draws its mask with ``bernoulli_``, one random number per unit, a measurable
+share of a BiLSTM step on the CPU (see "Measurements behind the defaults" in
+benchmarks/README.md). Here every 64-bit random draw yields four 16-bit lanes, each compared
+with ``p``. The drop probability is ``p`` rounded to a multiple of 1/65536, and
 kept units are scaled by the inverse of the *rounded* keep probability, so the expected output
 still equals the input exactly. Other devices keep PyTorch's fused kernel.
 
-TorchScript compiles :class:`FastMaskDropout` (:mod:`seqtag.integrations.export` scripts the model's
-modules): the
-scripted module takes PyTorch's path on every device, since the CPU mask is not scriptable.
+TorchScript compiles :class:`FastMaskDropout` (:mod:`seqtag.integrations.export` scripts the
+model's modules): the scripted module takes PyTorch's path on every device, since the CPU mask
+is not scriptable.
 """
 
 from __future__ import annotations
