@@ -85,8 +85,8 @@ class TaggingDataModule(pl.LightningDataModule):
             false, or the checkpoint's.
         unknown_shapes: unknown words get one of several unknown entries by their shape
             (capitalised, all digits, punctuation, hyphenated, ...) instead of one for all;
-            on EWT UPOS this lifted accuracy on unknown words markedly (see README). Default
-            true, or the checkpoint's.
+            on EWT UPOS this lifted accuracy on unknown words markedly (benchmarks/README.md).
+            Default true, or the checkpoint's.
         vectors: pretrained word vectors read with gensim.
         vectors_format: ``auto`` or a format of :func:`seqtag.data.vectors.embeddings.load_vectors`.
         vectors_cache: parse the vector file once and load it from seqtag's cache afterwards
