@@ -10,13 +10,13 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import train_checkpoint
+from conftest import REPO, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
 from seqtag.cli.main import main
 from seqtag.errors import ConfigError, CorpusFormatError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 TINY_CONLLU = FIXTURES / "tiny.conllu"
 TINY_COLUMNS = FIXTURES / "tiny.conll2003.txt"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.logger=false"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import head_sentences
+from conftest import REPO, head_sentences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +26,10 @@ from seqtag.data.io.formats import (
 from seqtag.data.io.text_files import open_text
 from seqtag.errors import CorpusFormatError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 TINY_CONLLU = FIXTURES / "tiny.conllu"
 TINY_CONLL2003 = FIXTURES / "tiny.conll2003.txt"
-SHARED = Path(__file__).parent.parent / ".." / "shared" / "data"
+SHARED = REPO / ".." / "shared" / "data"
 
 WORD = "1\tcats\tcat\tNOUN\tNNS\t_\t0\troot\t0:root\t_"  # one valid CoNLL-U word line
 

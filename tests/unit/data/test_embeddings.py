@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from gensim.models import FastText, KeyedVectors
 from gensim.models.fasttext import save_facebook_model
 
@@ -22,7 +23,7 @@ from seqtag.data.vectors.alignment import CoverageReport, align_vectors, pretrai
 from seqtag.data.vectors.embeddings import PretrainedVectors, load_vectors
 from seqtag.errors import VectorFormatError
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = REPO / ".." / "shared" / "data"
 
 # "apple"/"Apple": exact beats lowercase; "ab1"/"AB0": lowercase beats digits; "X0"/"x0":
 # digits of the exact form beat digits of the lowercase form.
@@ -500,7 +501,7 @@ def test_shared_binary_and_glove_agree() -> None:
     np.testing.assert_array_equal(binary.lookup("The"), binary.matrix[binary.index["The"]])
 
 
-DEFAULT_VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors" / "w2v-en-100d-ewt.bin"
+DEFAULT_VECTORS = REPO / "data" / "vectors" / "w2v-en-100d-ewt.bin"
 
 
 @pytest.mark.skipif(not DEFAULT_VECTORS.is_file(), reason="data/ has no compact vectors")

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import train_checkpoint
+from conftest import REPO, train_checkpoint
 
 from seqtag import SequenceTagger, TaggingDataModule
 from seqtag.cli.main import main
 from seqtag.errors import ConfigError
 from seqtag.prediction.writer import format_conll, format_jsonl
 
-TINY_CONLLU = Path(__file__).parent / "fixtures" / "tiny.conllu"
+TINY_CONLLU = REPO / "tests" / "fixtures" / "tiny.conllu"
 SENTENCES = [["The", "cat", "sat", "."], ["A", "dog", "ran", "home", "."], ["Hi", "!"]]
 
 
