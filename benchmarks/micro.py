@@ -3,8 +3,8 @@
     python benchmarks/micro.py [--repeats 30] [--output benchmarks/micro.json]
 
 These timings used to be printed by unit tests (``tests/unit/models/test_chars.py``,
-``tests/unit/models/test_crf.py``) that asserted nothing about them; a test that cannot fail is not a test, and timing loops slow
-the suite down on a shared machine. Here they are one short script that prints a table and
+``tests/unit/models/test_crf.py``) that asserted nothing about them; a test that cannot fail is
+not a test, and timing loops slow the suite down on a shared machine. Here they are one short script that prints a table and
 writes JSON, with the machine's description (``run.py``'s ``machine_info``) beside the numbers.
 
 Each measurement runs a few warm-up calls, then ``--repeats`` timed calls
