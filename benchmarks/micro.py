@@ -4,8 +4,9 @@
 
 These timings used to be printed by unit tests (``tests/unit/models/test_chars.py``,
 ``tests/unit/models/test_crf.py``) that asserted nothing about them; a test that cannot fail is
-not a test, and timing loops slow the suite down on a shared machine. Here they are one short script that prints a table and
-writes JSON, with the machine's description (``run.py``'s ``machine_info``) beside the numbers.
+not a test, and timing loops slow the suite down on a shared machine. Here they are one short
+script that prints a table and writes JSON, with the machine's description (``run.py``'s
+``machine_info``) beside the numbers.
 
 Each measurement runs a few warm-up calls, then ``--repeats`` timed calls
 (``time.perf_counter``), and reports the minimum and the median in milliseconds: other
