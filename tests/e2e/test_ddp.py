@@ -128,7 +128,8 @@ def _seqtag(
     record.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env[RECORD_ENV] = str(record)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
+    here = str(Path(__file__).resolve().parent)  # this module, for its BatchRecorder
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     # DDP: each process takes its share of the cores. One process: one thread too, as on a
     # shared machine a second OpenMP thread waiting for a busy core slows the run many times.
     env.pop("OMP_NUM_THREADS", None)
