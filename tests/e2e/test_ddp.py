@@ -128,8 +128,9 @@ def _seqtag(
     record.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env[RECORD_ENV] = str(record)
-    here = str(Path(__file__).resolve().parent)  # this module, for its BatchRecorder
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    # this module, for its BatchRecorder, and tests/ for the conftest it imports
+    paths = [str(Path(__file__).resolve().parent), str(REPO / "tests"), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     # DDP: each process takes its share of the cores. One process: one thread too, as on a
     # shared machine a second OpenMP thread waiting for a busy core slows the run many times.
     env.pop("OMP_NUM_THREADS", None)
