@@ -10,9 +10,7 @@ data), and its writes never leave a half-written file: a kill while saving keeps
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from seqtag.checkpoint.io import load_checkpoint
-from seqtag.files.outputs import same_file
+from seqtag.files.outputs import replaced_atomically, same_file
 
 
 class SeqtagCheckpointIO(TorchCheckpointIO):
@@ -64,21 +62,10 @@ class SeqtagCheckpointIO(TorchCheckpointIO):
             return
         target = Path(str(path).removeprefix("file://"))
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
-        try:
-            os.chmod(temporary, _new_file_mode(target))  # mkstemp makes it owner-only
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        _fsync_directory(target.parent)
+        with replaced_atomically(target) as temporary, open(temporary, "wb") as stream:
+            torch.save(checkpoint, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
 
 
 def _stamp(path: Any) -> tuple[int, ...] | None:
@@ -94,26 +81,3 @@ def _is_local_path(path: Any) -> bool:
     """A plain file system path (``/a/b``, ``file:///a/b``), not ``s3://`` and the like."""
     text = str(path)
     return "://" not in text or text.startswith("file://")
-
-
-def _new_file_mode(target: Path) -> int:
-    """The mode a plain ``open(target, "wb")`` would give: the old file's, or 0o666 - umask."""
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_directory(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

@@ -126,12 +126,27 @@ def replaced_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     temporary = _create_beside(target)
     try:
+        with contextlib.suppress(OSError):  # an existing file keeps its mode, as with open()
+            os.chmod(temporary, target.stat().st_mode & 0o777)
         yield temporary
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    _fsync_folder(target.parent)  # the rename itself survives a power loss
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: folders cannot be opened
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _create_beside(target: Path) -> Path:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from seqtag.errors import ConfigError, OutputError
+from seqtag.files.outputs import same_file
 
 #: Layout version of the progress files (1: offsets only, before fingerprints and checksums).
 PROGRESS_VERSION = 2
@@ -154,17 +155,6 @@ def plain(value: Any) -> Any:
     """``value`` as JSON gives it back (tuples as lists, other objects as text), so that an
     option compares equal to its saved copy."""
     return json.loads(json.dumps(value, default=str, sort_keys=True))
-
-
-def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one file: the same real path (through symbolic links, also for a
-    file not yet made), or the same existing file (hard links)."""
-    if os.path.realpath(first) == os.path.realpath(second):
-        return True
-    try:
-        return os.path.samefile(first, second)
-    except (OSError, ValueError):
-        return False
 
 
 def check_distinct(
