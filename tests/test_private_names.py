@@ -25,15 +25,12 @@ ALLOWED = {
         "(read with getattr: on a Lightning without it, resume behaves as Lightning's own)"
     ),
     ("checkpoint/resume.py", "_data_fetcher"): ("the argument that _should_check_val_fx needs"),
-    ("metrics/span_f1.py", "_computed"): (
-        "torchmetrics keeps the result of compute() there; the per-type report reuses the "
-        "counts compute() synchronised instead of joining every process a second time"
+    ("metrics/summed.py", "_computed"): (
+        "torchmetrics keeps the result of compute() there until the next update; the reports "
+        "beside a score reuse the states compute() summed instead of joining every process a "
+        "second time, which would hang when only rank zero writes them"
     ),
-    ("metrics/span_f1.py", "_is_synced"): ("torchmetrics' flag that the states are synchronised"),
-    ("metrics/token_accuracy.py", "_computed"): ("as for span_f1.py"),
-    ("calibration/metrics.py", "_computed"): ("as for span_f1.py: the reliability bins"),
-    ("calibration/metrics.py", "_is_synced"): ("as for span_f1.py"),
-    ("metrics/token_accuracy.py", "_is_synced"): ("as for span_f1.py"),
+    ("metrics/summed.py", "_is_synced"): ("torchmetrics' flag that the states are synchronised"),
     ("models/tagger.py", "_load_from_state_dict"): (
         "torch's documented override point for a module's own loading (fills the temperature "
         "of checkpoints older than calibration); the public pre-hook needs torch >= 2.5"

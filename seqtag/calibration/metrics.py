@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from seqtag.metrics.summed import read_summed
+
 __all__ = [
     "TEMPERATURE_RANGE",
     "CalibrationError",
@@ -298,11 +300,7 @@ class CalibrationError(Metric):
         Right after :meth:`compute` this is local; otherwise it synchronises the states, and
         then under DDP every process must call it.
         """
-        if self._computed is not None and self._computed_bins is not None:
-            return self._computed_bins
-        should_sync = self.sync_on_compute and not self._is_synced
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=should_sync):
-            return self._read_bins()
+        return read_summed(self, self._computed_bins, self._read_bins)
 
 
 def span_correctness(

@@ -19,6 +19,7 @@ from torchmetrics import Metric
 
 from seqtag.data.batching import UNKNOWN_TARGET
 from seqtag.data.schemes import OUTSIDE, TagScheme, get_spans, normalize_scheme, split_tag
+from seqtag.metrics.summed import read_summed
 from seqtag.metrics.token_accuracy import MISSING_TAG, PAD_TARGET, TokenAccuracy
 
 __all__ = [
@@ -246,11 +247,7 @@ class SpanF1(Metric):
         Right after :meth:`compute` (nothing updated since) these are the counts it saw;
         otherwise the states are synchronised here, which every process must then join.
         """
-        if self._computed is not None and self._computed_counts is not None:
-            return self._computed_counts
-        should_sync = self.sync_on_compute and not self._is_synced
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=should_sync):
-            return self._read_counts()
+        return read_summed(self, self._computed_counts, self._read_counts)
 
     def per_type(self) -> dict[str, dict[str, float]]:
         """Per-type ``precision``, ``recall``, ``f1``, ``support`` (gold chunks), ``predicted``

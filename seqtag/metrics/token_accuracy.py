@@ -9,6 +9,7 @@ import torch
 from torchmetrics import Metric
 
 from seqtag.data.batching import UNKNOWN_TARGET
+from seqtag.metrics.summed import read_summed
 
 PAD_TARGET = -100
 """Default ignored target: the padding id of :mod:`seqtag.data.batching` (and of PyTorch losses)."""
@@ -105,8 +106,4 @@ class TokenAccuracy(Metric):
         under DDP one rank may call it alone; otherwise the states are synchronised here,
         which every process must then join.
         """
-        if self._computed is not None and self._computed_skipped is not None:
-            return self._computed_skipped
-        should_sync = self.sync_on_compute and not self._is_synced
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=should_sync):
-            return int(self.skipped)
+        return read_summed(self, self._computed_skipped, lambda: int(self.skipped))
