@@ -37,6 +37,7 @@ from seqtag.calibration.test_time import ECE_BINS, predicted_confidence
 from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.run_folder import inside_folder
 from seqtag.data.batching import EncodedDataset, LengthBucketSampler, collate
+from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import ConfigError, OutputError
 from seqtag.models.tagger import Tagger
 
@@ -85,7 +86,7 @@ def _scored(tagger: Tagger, mask: Tensor, tags: Tensor) -> int:
     return int(mask.sum()) if tagger.crf is not None else int((tags >= 0).sum())
 
 
-def full_dev_batches(datamodule: Any) -> Iterator[dict[str, Any]]:
+def full_dev_batches(datamodule: TaggingDataModule) -> Iterator[dict[str, Any]]:
     """Every dev sentence of a :class:`~seqtag.data.datamodule.TaggingDataModule`, in batches
     of its ``eval_batch_size``, in this process alone (not sharded across DDP processes)."""
     dataset = EncodedDataset(datamodule.encode("val"))
@@ -300,10 +301,8 @@ def _same_weights(known: dict[str, Tensor], weights: dict[str, Tensor]) -> bool:
 def _dev_batches(trainer: pl.Trainer) -> Any:
     """A function giving the dev batches to calibrate on, or ``None`` without dev data."""
     datamodule = trainer.datamodule
-    if datamodule is not None and hasattr(datamodule, "encode") and hasattr(datamodule, "paths"):
-        if not (datamodule.paths.get("val") or datamodule.hparams.get("val_from_train")):
-            return None
-        return lambda: full_dev_batches(datamodule)
+    if isinstance(datamodule, TaggingDataModule):
+        return (lambda: full_dev_batches(datamodule)) if datamodule.has_dev_data else None
     loaders = trainer.val_dataloaders
     if loaders is None:
         return None

@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import torch
 
 from seqtag.data.schemes import normalize_scheme
+from seqtag.data.vocab import DEFAULT_MAX_WORD_LENGTH
 from seqtag.errors import CheckpointError, ConfigError
 from seqtag.options import check_ranges
 
@@ -89,7 +90,7 @@ def check_vocabulary_data(data: Any) -> None:
             raise ValueError(f"'{key}' must be a scheme name or null")
         if data.get(key) is not None:
             normalize_scheme(data[key])  # a TagSchemeError (a ValueError) for unknown names
-    length = data.get("max_word_length", 30)
+    length = data.get("max_word_length", DEFAULT_MAX_WORD_LENGTH)
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         raise ValueError(f"'max_word_length' must be an integer >= 1, found {length!r}")
 

@@ -149,7 +149,12 @@ def _allowed(batch: Sequence[EncodedSentence], longest: int) -> np.ndarray:
     return allowed
 
 
-def _world() -> tuple[int, int]:
+def world() -> tuple[int, int]:
+    """``(number of processes, this process's rank)``; ``(1, 0)`` outside distributed runs.
+
+    The one place that decides how many processes share the data: the training sampler and
+    the prediction stream both split their work by it.
+    """
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
@@ -201,8 +206,8 @@ class LengthBucketSampler(DistributedSampler):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        world, this_rank = _world()
-        num_replicas = world if num_replicas is None else num_replicas
+        world_size, this_rank = world()
+        num_replicas = world_size if num_replicas is None else num_replicas
         rank = this_rank if rank is None else rank
         super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.lengths = np.asarray(lengths, dtype=np.int64)

@@ -295,10 +295,16 @@ class TaggingDataModule(pl.LightningDataModule):
             train_scheme=train_scheme,
         )
 
+    @property
+    def has_dev_data(self) -> bool:
+        """Whether there is a validation split (a file, or sentences held out of training):
+        validation, checkpoint selection and temperature calibration all ask this."""
+        return bool(self.paths["val"] or self.hparams.val_from_train)
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.sentences("train")
-            if self.paths["val"] or self.hparams.val_from_train:
+            if self.has_dev_data:
                 self.sentences("val")
 
     # -- encoding and loaders ---------------------------------------------------------------
@@ -361,7 +367,7 @@ class TaggingDataModule(pl.LightningDataModule):
         return self._loader("train", training=True)
 
     def val_dataloader(self) -> DataLoader:
-        if not (self.paths["val"] or self.hparams.val_from_train):
+        if not self.has_dev_data:
             return []
         return self._loader("val", training=False)
 

@@ -18,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from seqtag.data.vocab import Vocabularies, Vocabulary
+from seqtag.data.vocab import DEFAULT_MAX_WORD_LENGTH, Vocabularies, Vocabulary
 from seqtag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 #: Encoding settings and their values when neither the user nor a checkpoint sets them.
-ENCODING_DEFAULTS = {"lowercase": False, "unknown_shapes": True, "max_word_length": 30}
+ENCODING_DEFAULTS = {
+    "lowercase": False,
+    "unknown_shapes": True,
+    "max_word_length": DEFAULT_MAX_WORD_LENGTH,
+}
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
-from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
+from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence, world
 from seqtag.data.io.formats import Sentence
 from seqtag.data.vocab import Vocabularies
 
@@ -30,13 +29,6 @@ DEFAULT_CHUNK_SIZE = 1024
 #: Padded tokens per prediction batch unless configured (``data.predict_max_tokens``): bounds
 #: the activations of a batch of long sentences.
 DEFAULT_PREDICT_MAX_TOKENS = 2048
-
-
-def world() -> tuple[int, int]:
-    """``(number of processes, this process's rank)``; ``(1, 0)`` outside distributed runs."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 class PredictionStream(IterableDataset):

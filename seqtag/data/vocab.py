@@ -224,6 +224,11 @@ class Vocabulary:
         )
 
 
+#: Characters kept per word for character features unless the data module sets it: longer words
+#: keep their first and last characters (prefixes and suffixes carry the morphology).
+DEFAULT_MAX_WORD_LENGTH = 30
+
+
 @dataclass(frozen=True)
 class Vocabularies:
     """Everything that maps between strings and model ids, stored in every checkpoint.
@@ -244,7 +249,7 @@ class Vocabularies:
     lowercase: bool = False
     tag_scheme: str | None = None
     corpus_scheme: str | None = None
-    max_word_length: int = 30
+    max_word_length: int = DEFAULT_MAX_WORD_LENGTH
 
     def encode_words(self, tokens: Sequence[str]) -> list[int]:
         if self.lowercase:
@@ -285,5 +290,5 @@ class Vocabularies:
             lowercase=bool(data.get("lowercase", False)),
             tag_scheme=data.get("tag_scheme"),
             corpus_scheme=data.get("corpus_scheme"),
-            max_word_length=int(data.get("max_word_length", 30)),
+            max_word_length=int(data.get("max_word_length", DEFAULT_MAX_WORD_LENGTH)),
         )
