@@ -31,6 +31,17 @@ DEFAULT_CHUNK_SIZE = 1024
 DEFAULT_PREDICT_MAX_TOKENS = 2048
 
 
+def inference_sampler(
+    lengths: list[int], batch_size: int, max_tokens: int | None = DEFAULT_PREDICT_MAX_TOKENS
+) -> LengthBucketSampler:
+    """How sentences to tag are batched in one process, from a file or from Python alike: by
+    length, at most ``batch_size`` sentences and ``max_tokens`` padded tokens a batch (the cap
+    bounds the activations of a batch of long sentences; ``None`` lifts it)."""
+    return LengthBucketSampler(
+        lengths, batch_size, shuffle=False, num_replicas=1, rank=0, max_tokens=max_tokens
+    )
+
+
 class PredictionStream(IterableDataset):
     """Batches of the sentences read by ``read``, chunk by chunk, for this process's chunks.
 
@@ -107,13 +118,8 @@ class PredictionStream(IterableDataset):
         ]
         if not encoded:
             return
-        sampler = LengthBucketSampler(
-            [len(s.words) for s in encoded],
-            self.batch_size,
-            shuffle=False,
-            num_replicas=1,
-            rank=0,
-            max_tokens=self.max_tokens,
+        sampler = inference_sampler(
+            [len(s.words) for s in encoded], self.batch_size, self.max_tokens
         )
         for positions in sampler:
             batch = collate([encoded[p] for p in positions])

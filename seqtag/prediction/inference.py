@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence
+from seqtag.data.batching import collate, encode_sentence
 from seqtag.data.io.inputs import iter_token_lists
 from seqtag.data.schemes import OUTSIDE, get_spans
+from seqtag.data.streaming import inference_sampler
 from seqtag.errors import ConfigError
 from seqtag.models.crf.spans import SpanTags
 
@@ -37,9 +38,7 @@ def tag_sentences(
     was_training = model.training
     model.eval()
     try:
-        sampler = LengthBucketSampler(
-            [len(s.words) for s in encoded], batch_size, shuffle=False, num_replicas=1, rank=0
-        )
+        sampler = inference_sampler([len(s.words) for s in encoded], batch_size)
         for positions in sampler:
             batch = collate([encoded[p] for p in positions])
             batch = {k: v.to(model.device) for k, v in batch.items()}
