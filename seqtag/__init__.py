@@ -30,6 +30,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 _EXPORTS = {
     "SequenceTagger": "seqtag.training.module",
     "in_input_order": "seqtag.prediction.inference",
+    "PredictionOptions": "seqtag.prediction.inference",
     "TaggingDataModule": "seqtag.data.datamodule",
     "DataSpec": "seqtag.data.spec",
     "SeqtagCLI": "seqtag.cli.main",

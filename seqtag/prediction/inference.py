@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -22,6 +23,27 @@ from seqtag.models.crf.spans import SpanTags
 
 if TYPE_CHECKING:
     from seqtag.training.module import SequenceTagger
+
+
+@dataclass(frozen=True)
+class PredictionOptions:
+    """What ``SequenceTagger.predict_step`` computes beyond the tags, as one object.
+
+    What costs extra (CRF marginals, a pass per span) is computed only when asked for. The
+    model holds one (``model.prediction_options``); :class:`~seqtag.PredictionWriter` sets it to
+    what it writes, as Lightning's own tuner callbacks set the attributes they tune.
+
+    Attributes:
+        confidences: each tag's probability (with a CRF a forward-backward pass).
+        spans: for span tasks, the chunks with their confidence.
+        min_confidence: spans below it are dropped (span tasks only).
+        uncertainty: each sentence's ``1 -`` probability of its best tag sequence.
+    """
+
+    confidences: bool = True
+    spans: bool = True
+    min_confidence: float | None = None
+    uncertainty: bool = False
 
 
 def tag_sentences(

@@ -11,7 +11,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from seqtag.errors import ConfigError, SeqtagError
 from seqtag.options import PositiveInt, Probability, check_ranges
 from seqtag.prediction.formats import format_conll, format_jsonl
-from seqtag.prediction.inference import NO_SPANS_FOR_MIN_CONFIDENCE, in_input_order
+from seqtag.prediction.inference import (
+    NO_SPANS_FOR_MIN_CONFIDENCE,
+    PredictionOptions,
+    in_input_order,
+)
 from seqtag.prediction.output import OutputSink
 from seqtag.prediction.progress import (
     WRITER_OPTIONS,
@@ -170,19 +174,21 @@ class PredictionWriter(BasePredictionWriter):
         vocabularies = getattr(pl_module, "vocabularies", None)
         if self.min_confidence is not None and vocabularies and not vocabularies.corpus_scheme:
             raise ConfigError(NO_SPANS_FOR_MIN_CONFIDENCE)
-        if self.uncertain is not None and not hasattr(pl_module, "predict_uncertainty"):
+        tunable = isinstance(getattr(pl_module, "prediction_options", None), PredictionOptions)
+        if self.uncertain is not None and not tunable:
             raise ConfigError(
                 f"prediction.most_uncertain needs a model that says how sure it is of each "
                 f"sentence (seqtag.SequenceTagger), not {type(pl_module).__name__}"
             )
-        if hasattr(pl_module, "predict_confidences"):
-            pl_module.predict_confidences = self.confidences
-            # Span confidences cost a pass per span with a CRF: computed where written.
-            pl_module.predict_spans = self.format == "jsonl" or (
-                self.format == "auto" and self._input_format in (None, "jsonl")
+        if tunable:
+            pl_module.prediction_options = PredictionOptions(
+                confidences=self.confidences,
+                # Span confidences cost a pass per span with a CRF: computed where written.
+                spans=self.format == "jsonl"
+                or (self.format == "auto" and self._input_format in (None, "jsonl")),
+                min_confidence=self.min_confidence,
+                uncertainty=self.uncertain is not None,
             )
-            pl_module.predict_min_confidence = self.min_confidence
-            pl_module.predict_uncertainty = self.uncertain is not None
 
     def write_on_batch_end(
         self,

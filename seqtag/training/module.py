@@ -54,7 +54,12 @@ from seqtag.options import (
     Probability,
     check_ranges,
 )
-from seqtag.prediction.inference import predict_batch, tag_sentences, tag_stream
+from seqtag.prediction.inference import (
+    PredictionOptions,
+    predict_batch,
+    tag_sentences,
+    tag_stream,
+)
 from seqtag.runtime.threads import configure_threads
 from seqtag.training.evaluation import build_metrics, end_epoch, evaluate_batch, start_epoch
 from seqtag.training.network import (
@@ -140,14 +145,9 @@ class SequenceTagger(pl.LightningModule):
         # building them must not draw from the seeded generator that the real network uses.
         with torch.random.fork_rng(devices=[]):
             self.tagger: Tagger = placeholder_network(self.hparams, embedding_dim)
-        #: What predict_step computes (the prediction writer sets them to what it writes):
-        #: per-token confidences (CRF marginals cost extra), spans with their confidence
-        #: (span tasks), the confidence below which spans are dropped, and each sentence's
-        #: uncertainty (see :func:`seqtag.prediction.inference.predict_batch`).
-        self.predict_confidences = True
-        self.predict_spans = True
-        self.predict_min_confidence: float | None = None
-        self.predict_uncertainty = False
+        #: What predict_step computes beyond the tags (the prediction writer sets it to what
+        #: it writes).
+        self.prediction_options = PredictionOptions()
         if data is not None:
             self.build(data)
 
@@ -344,15 +344,15 @@ class SequenceTagger(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per sentence, in batch (length) order: ``index``, ``tokens``, ``tags`` (corpus scheme),
-        and ``confidences``, ``spans``, ``uncertainty`` as the ``predict_*`` attributes ask (see
+        and ``confidences``, ``spans``, ``uncertainty`` as :attr:`prediction_options` asks (see
         :func:`seqtag.prediction.inference.predict_batch`; :func:`seqtag.in_input_order` sorts)."""
         return predict_batch(
             self,
             batch,
-            self.predict_confidences,
-            spans=self.predict_spans,
-            min_confidence=self.predict_min_confidence,
-            uncertainty=self.predict_uncertainty,
+            self.prediction_options.confidences,
+            spans=self.prediction_options.spans,
+            min_confidence=self.prediction_options.min_confidence,
+            uncertainty=self.prediction_options.uncertainty,
         )
 
     def configure_optimizers(self) -> Any:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import REPO, train_checkpoint
 
-from seqtag import SequenceTagger, TaggingDataModule, in_input_order
+from seqtag import PredictionOptions, SequenceTagger, TaggingDataModule, in_input_order
 from seqtag.cli.main import main
 from seqtag.data.batching import collate, encode_sentence
 from seqtag.data.io.formats import read_corpus
@@ -167,6 +167,21 @@ def test_trainer_predict_spans_are_exact_crf_marginals(crf, corpus):
             if f"{p}-{span['type']}" in model.vocabularies.tags
         ]
         assert span["confidence"] <= float(marginals[span["start"], ids].sum()) + 1e-5
+
+
+def test_prediction_options_choose_what_trainer_predict_computes(crf, corpus):
+    """One object says what predict_step adds to the tags; its defaults give everything."""
+    full = _trainer_predict(crf, corpus["test"])
+    assert all(s["confidences"] is not None and s["spans"] is not None for s in full)
+    lean = _trainer_predict(
+        crf,
+        corpus["test"],
+        prediction_options=PredictionOptions(confidences=False, spans=False, uncertainty=True),
+    )
+    assert [s["tags"] for s in lean] == [s["tags"] for s in full]
+    assert all(s["confidences"] is None and s["spans"] is None for s in lean)
+    assert all(0.0 <= s["uncertainty"] <= 1.0 for s in lean)
+    assert any(s["uncertainty"] > 0.0 for s in lean)
 
 
 def test_pos_output_is_unchanged(pos, corpus, tmp_path):
