@@ -33,4 +33,4 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=20
