@@ -88,32 +88,60 @@ class EncodedDataset(Dataset):
         return [len(s.words) for s in self.sentences]
 
 
-def collate(batch: Sequence[EncodedSentence]) -> dict[str, Tensor]:
+class Batch(dict):
+    """A collated batch: a dict of tensors and, for scoring and output, lists of strings.
+
+    Its :meth:`to` moves the tensors and hands the lists over as they are. Lightning's default
+    ``transfer_batch_to_device`` calls ``to`` on any object that has one, so a trainer moves a
+    batch in one call instead of walking every token string of it looking for tensors (about
+    20 ms for 256 sentences with their gold tags and tokens); no hook needs overriding.
+    """
+
+    def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
+        """A batch with every tensor on ``device`` (non-blocking where the device allows it)."""
+        device = torch.device(device)
+        if non_blocking is None:
+            non_blocking = device.type not in ("cpu", "mps")
+        return Batch(
+            (
+                key,
+                value.to(device, non_blocking=non_blocking) if isinstance(value, Tensor) else value,
+            )
+            for key, value in self.items()
+        )
+
+
+def collate(batch: Sequence[EncodedSentence] | EncodedSentence) -> Batch:
     """Pad a batch to its longest sentence.
 
-    Returns a dict of tensors: ``words`` [B, T], ``lengths`` [B] (on the CPU, as packing needs),
-    ``mask`` [B, T] bool, ``index`` [B] (positions in the input file), and when present
-    ``tags`` [B, T] (``PAD_TARGET`` at padding), ``chars`` [B, T, C] (0 at padding) and
-    ``gold``, the gold tag strings in the corpus's own scheme (a list, for span scoring),
-    and ``tokens``, the sentences' tokens (a list, for prediction output).
+    Returns a :class:`Batch` (a dict) of tensors: ``words`` [B, T], ``lengths`` [B] (on the CPU,
+    as packing needs), ``mask`` [B, T] bool, ``index`` [B] (positions in the input file), and
+    when present ``tags`` [B, T] (``PAD_TARGET`` at padding), ``chars`` [B, T, C] (0 at
+    padding) and ``gold``, the gold tag strings in the corpus's own scheme (a list, for span
+    scoring), and ``tokens``, the sentences' tokens (a list, for prediction output).
 
     ``allowed`` [B, T, num_tags] bool, the tags each position may have, comes only when some
     sentence of the batch has unknown gold tags (otherwise the batch is as without partial
     labels): a sentence's own ``allowed`` rows, else one-hot on the gold tag; all true at
     padding and at unseen gold tags.
+
+    One sentence on its own is a batch of one: Lightning's ``overfit_batches`` swaps the length
+    sampler, which hands out whole batches, for one that hands out single sentences.
     """
+    if isinstance(batch, EncodedSentence):
+        batch = [batch]
     lengths = np.fromiter((len(s.words) for s in batch), dtype=np.int64, count=len(batch))
     size, longest = len(batch), int(lengths.max())
     words = np.zeros((size, longest), dtype=np.int64)
     for row, sentence in enumerate(batch):
         words[row, : len(sentence.words)] = sentence.words
     lengths_t = torch.from_numpy(lengths)
-    out = {
-        "words": torch.from_numpy(words),
-        "lengths": lengths_t,
-        "mask": torch.arange(longest)[None, :] < lengths_t[:, None],
-        "index": torch.tensor([s.index for s in batch], dtype=torch.long),
-    }
+    out = Batch(
+        words=torch.from_numpy(words),
+        lengths=lengths_t,
+        mask=torch.arange(longest)[None, :] < lengths_t[:, None],
+        index=torch.tensor([s.index for s in batch], dtype=torch.long),
+    )
     if batch[0].tags is not None:
         tags = np.full((size, longest), PAD_TARGET, dtype=np.int64)
         for row, sentence in enumerate(batch):

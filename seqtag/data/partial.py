@@ -229,19 +229,26 @@ class GoldEncoder:
         return np.asarray(tag_ids, dtype=np.int64), None
 
     def report_unseen(self, source: str) -> None:
-        """Warn about gold tags the model never saw; refuse a split where no tag is known.
+        """Warn about gold tags the model never saw; refuse a split where most tokens have one.
 
-        ``source`` names the split's file in the error: when none of its tags is in the
-        tag set, it is the wrong checkpoint or the wrong tag column, not a hard test set.
+        ``source`` names the split's file in the error: when none, or only a few, of its tags
+        are in the tag set (a file sharing two tags with the model scored nan or 0), it is the
+        wrong checkpoint or the wrong tag column, not a hard test set.
         """
         if not self.unseen:
             return
         listed = ", ".join(f"{tag} ({n})" for tag, n in self.unseen.most_common(10))
-        if sum(self.unseen.values()) == self.known_tokens:
+        unseen = sum(self.unseen.values())
+        if 2 * unseen > self.known_tokens:  # most of them: no score would mean anything
             known = ", ".join(list(self.tags)[:8])
+            what = (
+                "none of its gold tags is"
+                if unseen == self.known_tokens
+                else f"most of its gold tokens ({unseen:,} of {self.known_tokens:,}) have tags not"
+            )
             raise ConfigError(
-                f"{source}: none of its gold tags is in the model's tag set ({known}, ...), "
-                f"found {listed}: is this the right checkpoint and tag column?"
+                f"{source}: {what} in the model's tag set ({known}, ...), found {listed}: is "
+                "this the right checkpoint and tag column?"
             )
         log.warning(
             "%d gold tokens have tags never seen in training; they count as errors: %s",

@@ -124,7 +124,8 @@ class PredictionStream(IterableDataset):
         for positions in sampler:
             batch = collate([encoded[p] for p in positions])
             batch["extra"] = [block[encoded[p].index - start].extra for p in positions]
-            yield {**batch, **meta}
+            batch.update(meta)  # still a Batch: a trainer moves it in one call
+            yield batch
 
 
 def _unchanged(batch: dict[str, Any]) -> dict[str, Any]:

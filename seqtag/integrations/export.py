@@ -39,12 +39,13 @@ package (``pip install onnx``); running the file needs only an ONNX runtime.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import pickle
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +58,10 @@ from seqtag.models.crf.algorithms import viterbi
 from seqtag.models.encoder import BiRNN, BiRNNEncoder
 from seqtag.models.tagger import Tagger
 
-__all__ = ["ExportedTagger", "export", "export_vocabulary", "vocabulary_path"]
+if TYPE_CHECKING:
+    from seqtag.training.module import SequenceTagger
+
+__all__ = ["ExportedTagger", "export", "export_model", "export_vocabulary", "vocabulary_path"]
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +309,26 @@ def export(ckpt_path: str, format: ExportFormat, output: str) -> None:
         model = SequenceTagger.load_from_checkpoint(ckpt_path, map_location="cpu")
     except (KeyError, EOFError, pickle.UnpicklingError, RuntimeError) as err:
         raise CheckpointError(f"{ckpt_path}: not a seqtag checkpoint ({err!r})") from err
-    tagger, vocabularies = model.tagger, model.vocabularies  # loaded: both exist
-    tagger.eval()
+    export_model(model, format, output)
+
+
+def export_model(model: SequenceTagger, format: ExportFormat, output: str) -> None:
+    """:func:`export` for a model in memory: the files ``seqtag export`` writes from its
+    checkpoint (``trainer.save_checkpoint``), without writing one. Lightning's
+    ``model.to_onnx`` and ``model.to_torchscript`` point here.
+
+    The model is left as it was (its mode, its device): a CPU copy of its network is exported.
+    """
+    if format not in FORMATS:
+        raise SeqtagError(f"unknown export format {format!r}; choose 'onnx' or 'torchscript'")
+    vocabularies = model.vocabularies
+    if vocabularies is None:
+        raise CheckpointError(
+            "the model has no vocabularies yet: train it or load a checkpoint before exporting"
+        )
+    check_output_file(output, missing_folder_ok=True)
+    check_output_file(vocabulary_path(output), missing_folder_ok=True)
+    tagger = copy.deepcopy(model.tagger).cpu().eval()
     exported = ExportedTagger(tagger).eval()
     module: nn.Module = exported if exported.has_chars else _WithoutChars(exported).eval()
     with warnings.catch_warnings():

@@ -74,11 +74,12 @@ def iter_token_lists(sentences: Iterable[Iterable[str]] | Iterable[str]) -> Iter
         if isinstance(item, bytes) or not isinstance(item, Iterable):
             raise TypeError(f"tag(): sentence {position} is a {type(item).__name__}: {_SHAPES}")
         tokens = list(item)
-        bad = next((t for t in tokens if not isinstance(t, str)), None)
-        if bad is not None:
+        bad = next((n for n, t in enumerate(tokens, 1) if not isinstance(t, str)), None)
+        if bad is not None:  # the position, as a None token would pass for "none found"
+            token = tokens[bad - 1]
             raise TypeError(
-                f"tag(): sentence {position} holds a {type(bad).__name__} ({bad!r}); tokens "
-                "must be strings"
+                f"tag(): sentence {position}, token {bad} is a {type(token).__name__} "
+                f"({token!r}); tokens must be strings"
             )
         yield _checked(position, tokens)
     if len(held) > 1:
