@@ -31,6 +31,7 @@ _EXPORTS = {
     "SequenceTagger": "seqtag.training.module",
     "in_input_order": "seqtag.prediction.inference",
     "PredictionOptions": "seqtag.prediction.inference",
+    "TokenCollate": "seqtag.prediction.raw",
     "TaggingDataModule": "seqtag.data.datamodule",
     "DataSpec": "seqtag.data.spec",
     "SeqtagCLI": "seqtag.cli.main",

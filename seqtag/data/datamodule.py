@@ -1,4 +1,4 @@
-"""TaggingDataModule: corpus files in, length-bucketed padded batches out.
+"""TaggingDataModule: corpus files (or sentences in memory) in, length-bucketed padded batches out.
 
 The DataModule reads the splits and, for a model trained from scratch, produces its
 :class:`~seqtag.data.spec.DataSpec` (:attr:`TaggingDataModule.spec`): vocabularies from the
@@ -26,17 +26,12 @@ from seqtag.data.batching import (
     collate,
     encode_sentence,
 )
-from seqtag.data.io.formats import CorpusFormat, Sentence, iter_corpus, read_corpus
-from seqtag.data.partial import (
-    GoldEncoder,
-    GoldTags,
-    check_gold_tags,
-    check_missing_tag,
-    screen_partial,
-    training_types,
-)
+from seqtag.data.io.formats import CorpusFormat, Sentence
+from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
+from seqtag.data.partial import GoldEncoder, GoldTags, check_missing_tag, training_types
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
+from seqtag.data.splits import read_split, sentence_reader, source_name
 from seqtag.data.streaming import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PREDICT_MAX_TOKENS,
@@ -55,11 +50,18 @@ SchemeName = Literal["iob1", "iob2", "bio", "bioes", "iobes"]
 class TaggingDataModule(pl.LightningDataModule):
     """Reads tagged corpora and serves padded, length-bucketed batches.
 
+    Each split is a file or, from Python, sentences held in memory: a list of ``(tokens,
+    tags)`` pairs, a list of dicts (``token_key``, ``tag_key``), a Hugging Face
+    ``datasets.Dataset`` or a pandas ``DataFrame``, with tags in the corpus's scheme (see
+    :mod:`seqtag.data.io.memory`). They are checked as files are, and are not saved among the
+    hyper-parameters (a checkpoint records ``None`` for them).
+
     Args:
-        train_path: training corpus (plain or ``.gz``).
-        val_path: development corpus, used for model selection.
-        test_path: test corpus.
-        predict_path: text to tag (``-``: standard input); its gold tags, if any, are ignored.
+        train_path: training corpus (plain or ``.gz``), or its sentences.
+        val_path: development corpus, used for model selection, or its sentences.
+        test_path: test corpus, or its sentences.
+        predict_path: text to tag (``-``: standard input), or its sentences (also plain token
+            lists); its gold tags, if any, are ignored.
         format: ``conllu``, ``columns`` (CoNLL-2000/2002/2003 whitespace columns), ``text``
             (one sentence per line, tokens separated by spaces) or ``jsonl`` (one object with a
             ``tokens`` list per line); the last two for prediction input only.
@@ -112,14 +114,18 @@ class TaggingDataModule(pl.LightningDataModule):
             never becomes a tag; its tokens train with every tag consistent with the known
             ones (see :mod:`seqtag.data.partial`) and are skipped, and counted, by the
             metrics; training sentences without a known tag are left out, and said so.
+        token_key: the field of the tokens in sentences given as dicts (a ``datasets`` or
+            DataFrame column).
+        tag_key: the field of the tags there (``ner_tags``, ``pos_tags``, ...); a
+            ``datasets`` column of class ids is read as its class names.
     """
 
     def __init__(
         self,
-        train_path: str | None = None,
-        val_path: str | None = None,
-        test_path: str | None = None,
-        predict_path: str | None = None,
+        train_path: str | InMemorySplit | None = None,
+        val_path: str | InMemorySplit | None = None,
+        test_path: str | InMemorySplit | None = None,
+        predict_path: str | InMemorySplit | None = None,
         format: CorpusFormat = "conllu",
         predict_format: CorpusFormat | None = None,
         tag_field: Literal["upos", "xpos"] = "upos",
@@ -145,28 +151,42 @@ class TaggingDataModule(pl.LightningDataModule):
         predict_chunk_size: PositiveInt = DEFAULT_CHUNK_SIZE,
         predict_max_tokens: PositiveInt | None = DEFAULT_PREDICT_MAX_TOKENS,
         missing_tag: str | None = "_",
+        token_key: str = "tokens",
+        tag_key: str = "tags",
     ) -> None:
         check_ranges("data", TaggingDataModule.__init__, locals())
         check_missing_tag(missing_tag)
         super().__init__()
-        self.save_hyperparameters()
-        self.missing_tag = missing_tag
-        self.paths: dict[Split, str | None] = {
+        #: Each split's path or sentences in memory (``None``: no such split).
+        self.paths: dict[Split, str | InMemorySplit | None] = {
             "train": train_path,
             "val": val_path,
             "test": test_path,
             "predict": predict_path,
         }
+        for split, source in self.paths.items():
+            check_split(split, source)
+        # Sentences are data, not settings: the checkpoint and the logged hparams get None.
+        in_memory = [f"{split}_path" for split, s in self.paths.items() if is_in_memory(s)]
+        self.save_hyperparameters(ignore=in_memory)
+        if in_memory:
+            self.save_hyperparameters({**self.hparams, **dict.fromkeys(in_memory)})
+        self.missing_tag = missing_tag
         self.corpus_scheme = normalize_scheme(tag_scheme) if tag_scheme else None
         self.train_scheme = normalize_scheme(train_scheme) if train_scheme else None
         if self.train_scheme and not self.corpus_scheme:
             raise ConfigError(
                 "data.train_scheme needs data.tag_scheme, the scheme of the corpus files"
             )
-        if val_from_train and val_path:
+        if val_from_train and self._given("val"):
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self._sentences: dict[Split, list[Sentence]] = {}
         self._given_vocabularies: Vocabularies | None = None
+
+    def _given(self, split: Split) -> bool:
+        """Whether the split has a file (an empty path is none) or sentences in memory."""
+        source = self.paths[split]
+        return is_in_memory(source) or bool(source)
 
     # -- what the model says ---------------------------------------------------------------
     def encode_with(self, vocabularies: Vocabularies) -> None:
@@ -209,7 +229,7 @@ class TaggingDataModule(pl.LightningDataModule):
                 max_word_length=hp.max_word_length,
             )
             return vocab
-        if self.paths["train"]:
+        if self._given("train"):
             return self.spec.vocabularies  # what a model built from this data will use
         raise ConfigError(
             "there is no trained model to encode the text with: train one first, or evaluate "
@@ -232,7 +252,7 @@ class TaggingDataModule(pl.LightningDataModule):
             if held_out >= len(everything):
                 raise ConfigError(
                     f"data.val_from_train={held_out} leaves no training sentences: "
-                    f"{self.paths['train']} has {len(everything)}"
+                    f"{source_name('train', self.paths['train'])} has {len(everything)}"
                 )
             self._sentences["train"] = everything[:-held_out]
             self._sentences["val"] = everything[-held_out:]
@@ -241,30 +261,13 @@ class TaggingDataModule(pl.LightningDataModule):
 
     def _read(self, split: Split) -> list[Sentence]:
         if split not in self._sentences:
-            path = self.paths[split]
-            if path is None:
+            source = self.paths[split]
+            if not self._given(split):
                 raise ConfigError(f"no {split} file: set data.{split}_path")
-            hp = self.hparams
-            fmt = (hp.predict_format or hp.format) if split == "predict" else hp.format
-            sentences = read_corpus(
-                path,
-                fmt,
-                tag_field=hp.tag_field,
-                token_column=hp.token_column,
-                tag_column=hp.tag_column,
-                require_tags=split != "predict",
-                missing_tag=self.missing_tag,
-            )
             corpus_scheme, _ = self._schemes()
-            if split != "predict":
-                marker = self.missing_tag
-                check_gold_tags(path, sentences, corpus_scheme, fmt, hp.tag_field, marker)
-                sentences = screen_partial(split, path, sentences, marker)
-            tokens = sum(len(s.tokens) for s in sentences)
-            log.info(
-                "%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, path
+            self._sentences[split] = read_split(
+                split, source, self.hparams, corpus_scheme, self.missing_tag
             )
-            self._sentences[split] = sentences
         return self._sentences[split]
 
     # -- the spec --------------------------------------------------------------------------
@@ -280,7 +283,7 @@ class TaggingDataModule(pl.LightningDataModule):
         other_words = (
             token
             for split in ("val", "test", "predict")
-            if self.paths[split] and self.hparams.vectors
+            if self._given(split) and self.hparams.vectors
             for sentence in self.sentences(split)
             for token in sentence.tokens
         )
@@ -299,7 +302,7 @@ class TaggingDataModule(pl.LightningDataModule):
     def has_dev_data(self) -> bool:
         """Whether there is a validation split (a file, or sentences held out of training):
         validation, checkpoint selection and temperature calibration all ask this."""
-        return bool(self.paths["val"] or self.hparams.val_from_train)
+        return self._given("val") or bool(self.hparams.val_from_train)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -332,7 +335,7 @@ class TaggingDataModule(pl.LightningDataModule):
                     allowed=allowed,
                 )
             )
-        targets.report_unseen(self.paths[split] or split)
+        targets.report_unseen(source_name(split, self.paths[split]))
         return encoded
 
     def _loader(self, split: Split, training: bool) -> DataLoader:
@@ -377,18 +380,11 @@ class TaggingDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The text to tag, read lazily chunk by chunk (see :mod:`seqtag.data.streaming`)."""
         hp = self.hparams
-        path = self.paths["predict"]
-        if path is None:
+        source = self.paths["predict"]
+        if not self._given("predict"):
             raise ConfigError("no predict file: set data.predict_path (- reads standard input)")
         stream = PredictionStream(
-            lambda: iter_corpus(
-                path,
-                hp.predict_format or hp.format,
-                tag_field=hp.tag_field,
-                token_column=hp.token_column,
-                tag_column=hp.tag_column,
-                require_tags=False,
-            ),
+            sentence_reader(source, hp),
             self._vocabularies("predict"),
             batch_size=hp.eval_batch_size,
             chunk_size=hp.predict_chunk_size,

@@ -368,8 +368,11 @@ class SequenceTagger(pl.LightningModule):
     # -- Python API -----------------------------------------------------------------------
     @torch.inference_mode()
     def tag(
-        self, sentences: Iterable[Iterable[str]] | Iterable[str], batch_size: int = 256
-    ) -> list[list[tuple[str, float]]]:
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = 256,
+        spans: bool = False,
+    ) -> list[list[tuple[str, float]]] | list[dict[str, Any]]:
         """Tag sentences; returns ``(tag, confidence)`` per token, sentences in input order.
 
         ``sentences`` is a list of token lists, or a list of sentence strings that are split
@@ -377,8 +380,17 @@ class SequenceTagger(pl.LightningModule):
         tag every character or every word as a sentence of its own). Works without a Trainer
         or a DataModule: the checkpoint's vocabularies encode the text. Runs on whatever
         device the module is on, in batches of ``batch_size``.
+
+        With ``spans=True``, each sentence is instead the dict ``trainer.predict`` gives
+        (``index``, ``tokens``, ``tags``, ``confidences``, ``spans``; see
+        :func:`seqtag.prediction.raw.predict_sentences`): ``spans`` lists the chunks of a span
+        model, and is ``None`` for a model without a tag scheme (POS tags), as in prediction.
         """
+        from seqtag.prediction.raw import predict_sentences  # the import block is shared
+
         self._require_tagger()
+        if spans:
+            return predict_sentences(self, as_token_lists(sentences), batch_size)
         return tag_sentences(self, as_token_lists(sentences), batch_size)
 
     def tag_stream(
@@ -386,12 +398,19 @@ class SequenceTagger(pl.LightningModule):
         sentences: Iterable[Iterable[str]] | Iterable[str],
         batch_size: int = 256,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> Iterator[list[tuple[str, float]]]:
-        """:meth:`tag` for inputs of any length: yields each sentence's result in input order.
+        spans: bool = False,
+    ) -> Iterator[list[tuple[str, float]]] | Iterator[dict[str, Any]]:
+        """:meth:`tag` for inputs of any length: yields each sentence's result in input order
+        (with ``spans=True``, :meth:`tag`'s dicts, ``index`` counting over the whole input).
 
         Reads ``chunk_size`` sentences at a time (a generator, a file being read...), so memory
         stays bounded by the chunk, not by the input.
         """
+        from seqtag.prediction.raw import predict_stream  # the import block is shared
+
         self._require_tagger()
         with torch.inference_mode():
-            yield from tag_stream(self, sentences, batch_size, chunk_size)
+            if spans:
+                yield from predict_stream(self, sentences, batch_size, chunk_size)
+            else:
+                yield from tag_stream(self, sentences, batch_size, chunk_size)
