@@ -131,14 +131,15 @@ def check_architecture(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
     Without this, PyTorch would stop with a size-mismatch traceback per tensor.
     """
     different = [
-        f"{name}={stored[name]!r} (this model: {current.get(name)!r})"
-        for name in ARCHITECTURE
-        if name in stored and stored[name] != current.get(name)
+        name for name in ARCHITECTURE if name in stored and stored[name] != current.get(name)
     ]
     if different:
+        given = ", ".join(f"{name}={current.get(name)!r}" for name in different)
+        trained = ", ".join(f"{name}={stored[name]!r}" for name in different)
         raise CheckpointError(
-            f"the checkpoint was trained with {', '.join(different)}; load it with "
-            "SequenceTagger.load_from_checkpoint(path), which takes them from the checkpoint"
+            f"{given} contradicts the checkpoint, whose network was trained with {trained}: its "
+            "weights fit only that shape; leave it out (load_from_checkpoint takes the "
+            "checkpoint's) or give the checkpoint's value"
         )
 
 

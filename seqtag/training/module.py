@@ -69,7 +69,11 @@ from seqtag.training.network import (
     embedding_width,
     placeholder_network,
 )
-from seqtag.training.optimization import DEFAULT_LR_DECAY, make_optimization
+from seqtag.training.optimization import (
+    DEFAULT_LR_DECAY,
+    attached_trainer,
+    make_optimization,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,18 +295,6 @@ class SequenceTagger(pl.LightningModule):
             overrides=kwargs,
         )
 
-    def transfer_batch_to_device(
-        self, batch: Any, device: torch.device, dataloader_idx: int
-    ) -> Any:
-        """Move the batch's tensors; leave its lists (tokens, gold tag strings) as they are:
-        Lightning's default walks every element of every nested list looking for tensors."""
-        if isinstance(batch, dict):
-            return {
-                key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
-                for key, value in batch.items()
-            }
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     # -- steps ----------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Tag scores [B, T, num_tags] for a collated batch."""
@@ -327,8 +319,11 @@ class SequenceTagger(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         start_epoch(self, "val")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        evaluate_batch(self, batch, "val")
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int | None = None
+    ) -> None:
+        """Several dataloaders are scored apart: ``val_acc/dataloader_idx_1`` and so on."""
+        evaluate_batch(self, batch, "val", batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         end_epoch(self, "val")
@@ -336,8 +331,10 @@ class SequenceTagger(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         start_epoch(self, "test")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        evaluate_batch(self, batch, "test")
+    def test_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int | None = None
+    ) -> None:
+        evaluate_batch(self, batch, "test", batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         end_epoch(self, "test")
@@ -363,6 +360,7 @@ class SequenceTagger(pl.LightningModule):
             lr_decay=self.hparams.lr_decay,
             optimizer=self.optimizer_factory,
             lr_scheduler=self.scheduler_factory,
+            trainer=attached_trainer(self),
         )
 
     # -- Python API -----------------------------------------------------------------------
@@ -414,3 +412,30 @@ class SequenceTagger(pl.LightningModule):
                 yield from predict_stream(self, sentences, batch_size, chunk_size)
             else:
                 yield from tag_stream(self, sentences, batch_size, chunk_size)
+
+    # -- Lightning's export methods -------------------------------------------------------
+    def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> None:
+        """Refused, naming the way that works: a tagger exports as a graph from word ids to
+        tags that decodes inside (the CRF's Viterbi loop) plus the vocabulary that turns text
+        into ids, which ``seqtag export`` and :func:`seqtag.integrations.export.export_model`
+        write; Lightning's export of the whole module fails deep inside torch."""
+        raise ConfigError(_export_instead("to_onnx", "onnx"))
+
+    def to_torchscript(
+        self,
+        file_path: Any = None,
+        method: str | None = "script",
+        example_inputs: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Refused like :meth:`to_onnx`, naming ``seqtag export --format torchscript``."""
+        raise ConfigError(_export_instead("to_torchscript", "torchscript"))
+
+
+def _export_instead(method: str, format: str) -> str:
+    return (
+        f"model.{method}() cannot export a seqtag tagger: use seqtag export --ckpt_path CKPT "
+        f"--format {format} --output FILE (CKPT from trainer.save_checkpoint), or in Python "
+        f"seqtag.integrations.export.export_model(model, {format!r}, FILE); both write the "
+        "model and the vocabulary it needs (FILE.vocab.json)"
+    )
