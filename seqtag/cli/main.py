@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -18,7 +17,6 @@ from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
     LRSchedulerTypeTuple,
-    SaveConfigCallback,
 )
 from lightning.pytorch.plugins import CheckpointIO
 from torch.optim import Optimizer
@@ -28,8 +26,15 @@ from seqtag.calibration.temperature import TemperatureCalibration
 from seqtag.checkpoint.io import read_checkpoint_file
 from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.resume import install_resume_support
-from seqtag.cli.checkpoint_options import checkpoint_data_options, restore_model_arguments
+from seqtag.cli.checkpoint_options import (
+    TAGGED_FORMATS,
+    checkpoint_data_options,
+    restore_model_arguments,
+    supplied_by_checkpoint,
+)
+from seqtag.cli.config_saver import TrainingConfigSaver
 from seqtag.cli.messages import (
+    debug_requested,
     one_line_errors,
     parser_error_line,
     silence_stdout,
@@ -39,8 +44,10 @@ from seqtag.cli.messages import (
 from seqtag.cli.outputs import (
     config_files,
     no_logs_in_the_working_folder,
+    refuse_before_reading,
     refuse_outputs_over_inputs,
 )
+from seqtag.cli.trainer import SeqtagTrainer
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import CommandLineError, ConfigError
 from seqtag.files.outputs import check_output_folder, same_file
@@ -48,28 +55,6 @@ from seqtag.prediction.progress_bar import PredictionProgressBar
 from seqtag.prediction.writer import PredictionWriter
 from seqtag.runtime.thread_policy import ThreadPolicy
 from seqtag.training.module import SequenceTagger
-
-
-class TrainingConfigSaver(SaveConfigCallback):
-    """Lightning's config saver, for ``fit`` with a logger only, never over a given config.
-
-    Evaluation and prediction runs write no config, nor does training without a logger: the
-    log folder is then the working directory, where Lightning's saver would overwrite any
-    ``config.yaml`` (the user's own, perhaps the one this run was started with). With a
-    logger, a log folder holding one of this run's ``--config`` files is left alone too.
-    """
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit" or not trainer.loggers:
-            return
-        target = os.path.join(trainer.log_dir or "", self.config_filename)
-        given = [str(getattr(item, "absolute", item)) for item in self.config.get("config") or []]
-        if any(same_file(target, name) for name in given):
-            logging.getLogger("seqtag").warning(
-                "%s is this run's --config: not overwritten with the full config", target
-            )
-            return
-        super().setup(trainer, pl_module, stage)
 
 
 class SeqtagCLI(LightningCLI):
@@ -83,9 +68,48 @@ class SeqtagCLI(LightningCLI):
       checkpoints, unless it resumes that run with ``--ckpt_path``.
     - ``prediction:`` configures the :class:`~seqtag.prediction.writer.PredictionWriter`.
     - ``model:`` defaults to :class:`~seqtag.SequenceTagger`, and with ``--ckpt_path`` the
-      model's hyper-parameters and the data's file-format options come from the checkpoint, so
-      ``seqtag predict --ckpt_path M --data.predict_path F`` needs no config.
+      model's hyper-parameters and the data's file-format options come from the checkpoint
+      (:mod:`seqtag.cli.checkpoint_options`), so ``seqtag predict --ckpt_path M
+      --data.predict_path F`` needs no config.
+    - ``export`` and ``calibrate`` are subcommands like ``fit``: methods of
+      :class:`~seqtag.cli.trainer.SeqtagTrainer`, whose signatures and docstrings give their
+      options.
+    - ``--debug`` (before or after the subcommand) shows the traceback of a user error.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands, then ``calibrate`` and ``export`` (methods of
+        :class:`~seqtag.cli.trainer.SeqtagTrainer`), with the arguments the CLI passes them."""
+        passed = {"model", "datamodule"}
+        return {**LightningCLI.subcommands(), "calibrate": passed, "export": passed}
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Lightning's parser (the command's and each subcommand's), with ``--debug``."""
+        parser = super().init_parser(**kwargs)
+        parser.add_argument(
+            "--debug",
+            action="store_true",
+            help="Show the traceback of a user error instead of one line (or SEQTAG_DEBUG=1).",
+        )
+        return parser
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        """Lightning's parsers, and ``seqtag --version``."""
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:  # nothing random in them: no "seed set" lines
+            self.parser.set_defaults(
+                {"calibrate.seed_everything": False, "export.seed_everything": False}
+            )
+        self.parser.add_argument(
+            "-V",
+            "--version",
+            action="version",
+            version=_version_line(),
+            help="Print the versions of seqtag, torch and Lightning and exit.",
+        )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_optimizer_args(
@@ -120,23 +144,27 @@ class SeqtagCLI(LightningCLI):
         The checkpoint is found where the parser put it, however it was given (``--ckpt_path``,
         a config file, a ``predict:`` section, the last of two options, an abbreviation), and
         opened by seqtag's one reader (:func:`~seqtag.checkpoint.io.read_checkpoint_file`):
-        validated, with only its checked plain hyper-parameters kept. Those become the
-        model's arguments here. Lightning's own parsing of the checkpoint (which hands its
-        class paths to jsonargparse, importing what they name) is skipped: ``ckpt_path`` is
-        held back until :meth:`before_instantiate_classes`. For ``test``, ``validate`` and
-        ``predict`` the checkpoint's file-format options become defaults that anything the
-        user gives overrides.
+        validated, with only its checked plain hyper-parameters kept. What it supplies to the
+        subcommand is decided in :mod:`seqtag.cli.checkpoint_options`: the model's arguments
+        are set here, and its data options become defaults of the subcommand's ``data``
+        section (``parser.set_defaults``), under the unchanged command line parsed again, so
+        anything the user gives wins. Lightning's own parsing of the checkpoint (which hands
+        its class paths to jsonargparse, importing what they name) is skipped: ``ckpt_path``
+        is held back until :meth:`before_instantiate_classes`. Outputs that ``export`` and
+        ``calibrate`` would write over the checkpoint are refused before it is read.
 
         With ``parser_kwargs={"exit_on_error": False}`` (as :func:`main` passes), a command line
         or config that does not parse raises :class:`CommandLineError` with a one-line summary
         instead of printing the usage and exiting.
         """
-        argv = list(sys.argv[1:] if args is None else args)
-        self._parse(parser, args, argv)
+        self._parse(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
-        ckpt_path = self.config[subcommand].get("ckpt_path")
+        section = self.config[subcommand]
+        if self.config.get("debug") or section.get("debug"):
+            debug_requested.set(True)
+        ckpt_path = section.get("ckpt_path")
         if not ckpt_path:
             if subcommand != "fit":
                 raise CommandLineError(
@@ -144,40 +172,48 @@ class SeqtagCLI(LightningCLI):
                     "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
                 )
             return
-        checkpoint = read_checkpoint_file(ckpt_path, SequenceTagger)
-        if checkpoint and subcommand != "fit":
-            options = checkpoint_data_options(ckpt_path, checkpoint)
-            if options:
-                at = argv.index(subcommand) + 1 if subcommand in argv else 0
-                argv = [*argv[:at], "--data", json.dumps(options), *argv[at:]]
-                self._parse(parser, args, argv)
+        refuse_before_reading(subcommand, section)
+        checkpoint = {}
+        if supplied_by_checkpoint(subcommand).read_first:
+            checkpoint = read_checkpoint_file(ckpt_path, SequenceTagger)
+        options = checkpoint_data_options(subcommand, ckpt_path, checkpoint) if checkpoint else {}
+        if options:
+            parser.set_defaults({f"{subcommand}.data.{key}": val for key, val in options.items()})
+            self._parse(parser, args)
+            section = self.config[subcommand]
         if checkpoint:
-            restore_model_arguments(self.config[subcommand], checkpoint)
+            restore_model_arguments(section, checkpoint)
         self.checkpoint_path = ckpt_path
         self.checkpoint_read = (ckpt_path, checkpoint) if checkpoint else None
-        self.config[subcommand]["ckpt_path"] = None
+        section["ckpt_path"] = None
 
-    def _parse(self, parser: LightningArgumentParser, args: Any, argv: list[str]) -> None:
-        if args is None:
-            sys.argv[1:] = argv  # Lightning warns when given both sys.argv and args
+    def _parse(self, parser: LightningArgumentParser, args: Any) -> None:
         try:
-            super().parse_arguments(parser, None if args is None else argv)
+            super().parse_arguments(parser, args)
         except ArgumentError as err:
-            raise CommandLineError(parser_error_line(str(err), argv)) from err
+            argv = sys.argv[1:] if args is None else args
+            raise CommandLineError(parser_error_line(str(err), argv, self.subcommands())) from err
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand and getattr(self, "checkpoint_path", None):
             self.config[self.subcommand]["ckpt_path"] = self.checkpoint_path
         # Checkpoints are opened with weights_only=True unless the user asks otherwise, also on
         # torch versions whose torch.load default still unpickles arbitrary objects.
-        if self.subcommand and self.config[self.subcommand].get("weights_only") is None:
-            self.config[self.subcommand]["weights_only"] = True
+        section = self.config[self.subcommand] if self.subcommand else {}
+        if "weights_only" in section and section["weights_only"] is None:
+            section["weights_only"] = True
         if self.subcommand == "predict":
             # The writer streams predictions to the output; Lightning keeping them all as well
             # would make memory grow with the input.
             self.config["predict"]["return_predictions"] = False
+        if self.subcommand == "calibrate":
+            fmt = section["data"]["format"]
+            if fmt not in TAGGED_FORMATS:
+                raise CommandLineError(
+                    f"data.format: seqtag calibrate reads a tagged dev file: "
+                    f"{' or '.join(TAGGED_FORMATS)}, got {fmt} (see seqtag calibrate --help)"
+                )
         if self.subcommand:
-            section = self.config[self.subcommand]
             no_logs_in_the_working_folder(self.subcommand, section)
             refuse_outputs_over_inputs(section, config_files(self.config, section))
         from seqtag.cli.run_options import check_run_options  # values that would fail later
@@ -263,9 +299,9 @@ def _configure_logging() -> None:
 
 DESCRIPTION = (
     "seqtag: BiRNN sequence taggers (POS tagging, chunking, NER) on PyTorch Lightning. "
-    "Subcommands: fit (train), validate, test, predict (tag text), export "
-    "(ONNX/TorchScript; see seqtag export --help) and calibrate (fit a checkpoint's "
-    "temperature; see seqtag calibrate --help). seqtag --version prints the versions."
+    "Subcommands: fit (train), validate, test, predict (tag text), calibrate (fit a "
+    "checkpoint's temperature) and export (ONNX/TorchScript); seqtag SUBCOMMAND --help lists "
+    "each one's options."
 )
 
 
@@ -278,16 +314,17 @@ def _version_line() -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run ``seqtag fit|validate|test|predict|export``; user errors end as one line on stderr.
+    """Run ``seqtag SUBCOMMAND``; user errors end as one line on stderr.
 
     An error caused by the input (a :class:`~seqtag.errors.SeqtagError`: a malformed corpus or
     vector file, a file that is not a seqtag checkpoint, a command line or config that does not
     parse, a config file that is not UTF-8) is printed as the single line
     ``seqtag: error: WHAT`` on stderr, without a traceback, and the process exits with status 2
     for command-line and config errors (as argparse does) and 1 for everything else. Any other
-    exception is a bug and keeps its traceback. ``--debug`` (anywhere on the command line) or
-    ``SEQTAG_DEBUG=1`` re-raises user errors too, to show where they came from. ``--help`` and
-    ``--print_config`` print to stdout and exit 0 as usual.
+    exception is a bug and keeps its traceback. ``--debug`` (an option of the command and of
+    every subcommand) or ``SEQTAG_DEBUG=1`` re-raises user errors too, to show where they came
+    from; a command line that does not parse is one line unless ``SEQTAG_DEBUG=1``.
+    ``--help``, ``--print_config`` and ``--version`` print to stdout and exit 0 as usual.
 
     Standard output closed early by its reader (``seqtag predict ... | head``) ends the run
     quietly, as Unix tools do, with status 141, the shell's status for a process ended by
@@ -309,57 +346,49 @@ def main(args: list[str] | None = None) -> None:
 
 def _run(args: list[str] | None) -> None:
     """:func:`main` without its handling of a closed standard output."""
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] in (["--version"], ["-V"]):
-        print(_version_line())
-        return
-    if argv[:1] == ["export"]:
-        from seqtag.cli.export import main as export_main
-
-        export_main(argv[1:])
-        return
-    if argv[:1] == ["calibrate"]:
-        from seqtag.cli.calibrate import main as calibrate_main
-
-        calibrate_main(argv[1:])
-        return
-    debug = "--debug" in argv or os.environ.get("SEQTAG_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
-    if args is None:
-        # Let Lightning read sys.argv itself: passing args= as well makes it warn.
-        sys.argv[1:] = argv
     _configure_logging()
-    with one_line_errors(debug):  # user errors and the system's refusals: one line
-        try:
-            SeqtagCLI(
-                SequenceTagger,
-                TaggingDataModule,
-                subclass_mode_model=True,
-                save_config_callback=TrainingConfigSaver,
-                save_config_kwargs={"overwrite": True},
-                parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
-                args=None if args is None else argv,
-            )
-        except ArgumentError as err:
-            # Parse errors of the command line became CommandLineErrors in parse_arguments;
-            # what reaches here comes from jsonargparse instantiating the parsed classes.
-            if debug:
-                raise
-            raise CommandLineError(summarize_parser_error(str(err))) from None
-        except MisconfigurationException as err:
-            # Settings Lightning finds wrong only once running (a checkpoint monitor that the
-            # resumed model does not log): the user's, so one line, exit 2.
-            if debug:
-                raise
-            raise CommandLineError(str(err).strip().splitlines()[0]) from None
-        except UnicodeDecodeError:
-            # jsonargparse reads --config files (and YAML given to any option) without a
-            # filename in its error; find the file on the command line, or it was not the
-            # user's input.
-            error = None if debug else undecodable_config(argv)
-            if error is None:
-                raise
-            raise error from None
+    asked = debug_requested.set(os.environ.get("SEQTAG_DEBUG") == "1")
+    try:
+        with one_line_errors():  # user errors and the system's refusals: one line
+            try:
+                SeqtagCLI(
+                    SequenceTagger,
+                    TaggingDataModule,
+                    trainer_class=SeqtagTrainer,
+                    subclass_mode_model=True,
+                    save_config_callback=TrainingConfigSaver,
+                    save_config_kwargs={"overwrite": True},
+                    parser_kwargs={
+                        "exit_on_error": False,
+                        "description": DESCRIPTION,
+                        "prog": "seqtag",
+                    },
+                    args=args,
+                )
+            except ArgumentError as err:
+                # Parse errors of the command line became CommandLineErrors in
+                # parse_arguments; what reaches here comes from jsonargparse instantiating
+                # the parsed classes.
+                if debug_requested.get():
+                    raise
+                raise CommandLineError(summarize_parser_error(str(err))) from None
+            except MisconfigurationException as err:
+                # Settings Lightning finds wrong only once running (a checkpoint monitor that
+                # the resumed model does not log): the user's, so one line, exit 2.
+                if debug_requested.get():
+                    raise
+                raise CommandLineError(str(err).strip().splitlines()[0]) from None
+            except UnicodeDecodeError:
+                # jsonargparse reads --config files (and YAML given to any option) without a
+                # filename in its error; find the file on the command line, or it was not
+                # the user's input.
+                argv = sys.argv[1:] if args is None else args
+                error = None if debug_requested.get() else undecodable_config(argv)
+                if error is None:
+                    raise
+                raise error from None
+    finally:
+        debug_requested.reset(asked)
 
 
 if __name__ == "__main__":

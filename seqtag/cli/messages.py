@@ -2,8 +2,8 @@
 
 jsonargparse reports a bad value of a nested option as an indented tree of every alternative it
 tried: :func:`summarize_parser_error` keeps the key path and the reasons and drops the rest.
-:func:`one_line_errors` is what every subcommand's entry point (``seqtag``, ``export``,
-``calibrate``) uses to print user errors and the system's refusals (a full disk) as one line.
+:func:`one_line_errors` is how the ``seqtag`` command prints user errors and the system's
+refusals (a full disk) as one line.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
-from lightning.pytorch.cli import LightningCLI
-
 from seqtag.errors import CommandLineError, SeqtagError
+
+#: Whether this run shows the traceback of user errors: ``SEQTAG_DEBUG=1``, or ``--debug``
+#: once the command line has parsed (set by ``SeqtagCLI.parse_arguments``).
+debug_requested: ContextVar[bool] = ContextVar("seqtag_debug_requested", default=False)
 
 # Lines of jsonargparse's nested reports that say nothing about what to fix.
 _NOISE = re.compile(
@@ -76,9 +79,14 @@ def summarize_parser_error(message: str) -> str:
     return "; ".join(parts) or " ".join(message.split())
 
 
-def parser_error_line(message: str, argv: Any) -> str:
-    """The one-line form of a parser error, with where to find the valid options."""
-    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
+def parser_error_line(message: str, argv: Any, subcommands: Iterable[str]) -> str:
+    """The one-line form of a parser error, with where to find the valid options.
+
+    The subcommand is the first of ``subcommands`` on the command line ``argv``: the parse that
+    would have said which one failed.
+    """
+    names = set(subcommands)
+    subcommand = next((a for a in argv if isinstance(a, str) and a in names), None)
     command = f"seqtag {subcommand}" if subcommand else "seqtag"
     return f"{summarize_parser_error(message)} (see {command} --help)"
 
@@ -128,8 +136,9 @@ def print_error(err: BaseException) -> NoReturn:
 
 
 @contextmanager
-def one_line_errors(debug: bool) -> Iterator[None]:
-    """User errors and the system's refusals as one line (tracebacks with ``debug``).
+def one_line_errors() -> Iterator[None]:
+    """User errors and the system's refusals as one line (tracebacks if
+    :data:`debug_requested`).
 
     A closed standard output (``| head``) is left to :func:`seqtag.cli.main.main`.
     """
@@ -138,6 +147,6 @@ def one_line_errors(debug: bool) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except (SeqtagError, OSError) as err:
-        if debug:
+        if debug_requested.get():
             raise
         print_error(err)

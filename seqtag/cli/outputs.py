@@ -63,3 +63,19 @@ def no_logs_in_the_working_folder(subcommand: str, section: Any) -> None:
         return
     if trainer.get("logger") is None and trainer.get("default_root_dir") is None:
         trainer["logger"] = False
+
+
+def refuse_before_reading(subcommand: str, section: Any) -> None:
+    """What ``export`` and ``calibrate`` refuse before their checkpoint is read: an output
+    that would replace the checkpoint (even one that is not a checkpoint) or cannot be
+    written, and for ``calibrate`` a missing dev file."""
+    ckpt_path = str(section.get("ckpt_path"))
+    if subcommand == "export":
+        from seqtag.integrations.export import check_outputs
+
+        check_outputs(ckpt_path, str(section.get("output")))
+    elif subcommand == "calibrate":
+        from seqtag.cli.calibrate import check_calibrate_options
+
+        data = section.get("data") or {}
+        check_calibrate_options(ckpt_path, section.get("output"), data.get("val_path"))
