@@ -166,11 +166,12 @@ class TaggingDataModule(pl.LightningDataModule):
         }
         for split, source in self.paths.items():
             check_split(split, source)
-        # Sentences are data, not settings: the checkpoint and the logged hparams get None.
-        in_memory = [f"{split}_path" for split, s in self.paths.items() if is_in_memory(s)]
-        self.save_hyperparameters(ignore=in_memory)
-        if in_memory:
-            self.save_hyperparameters({**self.hparams, **dict.fromkeys(in_memory)})
+        # Sentences are data, not settings: the hyper-parameters (saved from this frame's
+        # arguments into checkpoints and logs) get None for them.
+        train_path, val_path, test_path, predict_path = (
+            None if is_in_memory(source) else source for source in self.paths.values()
+        )
+        self.save_hyperparameters()
         self.missing_tag = missing_tag
         self.corpus_scheme = normalize_scheme(tag_scheme) if tag_scheme else None
         self.train_scheme = normalize_scheme(train_scheme) if train_scheme else None
