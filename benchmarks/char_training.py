@@ -48,7 +48,7 @@ def seqtag_rate(
         vectors=str(paths["vectors"]),
     )
     data.setup("fit")
-    model = SequenceTagger(data=data.spec, hidden_size=256, char_features=char_features)
+    model = SequenceTagger(spec=data.spec, hidden_size=256, char_features=char_features)
     return max(trainer_epoch_rates(model, data, epochs, limit))
 
 

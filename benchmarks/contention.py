@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> None:
     )
     data.prepare_data()
     data.setup("fit")
-    model = SequenceTagger(data=data.spec)
+    model = SequenceTagger(spec=data.spec)
     steps: list[tuple[float, float, int, int]] = []
 
     class Timer(pl.Callback):

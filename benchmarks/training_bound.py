@@ -92,7 +92,7 @@ def build(variant: str, paths: dict[str, Path]):
     data.setup("fit")
     decoder, optimizer = VARIANTS[variant]
     model = SequenceTagger(
-        data=data.spec,
+        spec=data.spec,
         hidden_size=HIDDEN,
         num_layers=1,
         dropout=0.25,

@@ -58,14 +58,19 @@ ARCHITECTURE = (
 
 
 def write_checkpoint_section(
-    checkpoint: dict[str, Any], vocabularies: Vocabularies, model_class: type
+    checkpoint: dict[str, Any],
+    vocabularies: Vocabularies,
+    model_class: type,
+    embedding_dim: int | None = None,
 ) -> None:
     """Store the vocabularies (and the layout version) in ``checkpoint``; keep it plain data.
 
     What LightningCLI put beside the hyper-parameters to rebuild the model by importing a class
     (``_class_path``, ``_instantiator``, the optimizer's and scheduler's class paths) is left
     out: a checkpoint describes a model, not code to run. The model's class is recorded as a
-    name only (``model_class``), to warn when another class loads the file.
+    name only (``model_class``), to warn when another class loads the file. The network's
+    ``embedding_dim`` (the data's width when the model left it unset) is recorded among the
+    hyper-parameters, which are then the arguments that rebuild exactly this network.
     """
     checkpoint[CHECKPOINT_KEY] = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -75,6 +80,8 @@ def write_checkpoint_section(
     for key in ("hyper_parameters", "datamodule_hyper_parameters"):
         if isinstance(checkpoint.get(key), dict):
             checkpoint[key] = _without_code(checkpoint[key])
+    if embedding_dim is not None and isinstance(checkpoint.get("hyper_parameters"), dict):
+        checkpoint["hyper_parameters"]["embedding_dim"] = embedding_dim
 
 
 def stored_model_class(checkpoint: dict[str, Any]) -> str | None:
@@ -104,11 +111,18 @@ def read_checkpoint_section(checkpoint: Any) -> Vocabularies:
             f"not a seqtag checkpoint: it has no '{CHECKPOINT_KEY}' section with the "
             "vocabularies (use a checkpoint written by seqtag fit)"
         )
+    return read_versioned_vocabularies(section, "the checkpoint")
+
+
+def read_versioned_vocabularies(section: Mapping[str, Any], source: str) -> Vocabularies:
+    """The vocabularies of a versioned plain-data ``section`` (a checkpoint's ``seqtag``
+    section, a state dict's extra state), after checking its ``format_version``; ``source``
+    names what holds it in the messages."""
     version = section.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         if isinstance(version, int) and version > CHECKPOINT_FORMAT_VERSION:
             raise CheckpointError(
-                f"the checkpoint was made by a newer seqtag (checkpoint format {version}; this "
+                f"{source} was made by a newer seqtag (checkpoint format {version}; this "
                 f"seqtag reads format {CHECKPOINT_FORMAT_VERSION}): upgrade seqtag to load it"
             )
         raise CheckpointError(
@@ -120,26 +134,34 @@ def read_checkpoint_section(checkpoint: Any) -> Vocabularies:
         vocabularies = Vocabularies.from_dict(section["vocabularies"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(
-            f"the checkpoint's vocabularies are damaged ({type(err).__name__}: {err})"
+            f"{source}'s vocabularies are damaged ({type(err).__name__}: {err})"
         ) from None
     return vocabularies
 
 
-def check_architecture(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+def check_architecture(
+    stored: Mapping[str, Any],
+    current: Mapping[str, Any],
+    source: str = "the checkpoint",
+    remedy: str = "leave it out (load_from_checkpoint takes the checkpoint's) or give the "
+    "checkpoint's value",
+) -> None:
     """Refuse to restore weights into a network of other shapes, naming what differs.
 
-    Without this, PyTorch would stop with a size-mismatch traceback per tensor.
+    Without this, PyTorch would stop with a size-mismatch traceback per tensor. An argument
+    the model leaves unset (``embedding_dim=None``: "the data's width") takes the stored one.
     """
     different = [
-        name for name in ARCHITECTURE if name in stored and stored[name] != current.get(name)
+        name
+        for name in ARCHITECTURE
+        if name in stored and current.get(name) is not None and stored[name] != current[name]
     ]
     if different:
-        given = ", ".join(f"{name}={current.get(name)!r}" for name in different)
+        given = ", ".join(f"{name}={current[name]!r}" for name in different)
         trained = ", ".join(f"{name}={stored[name]!r}" for name in different)
         raise CheckpointError(
-            f"{given} contradicts the checkpoint, whose network was trained with {trained}: its "
-            "weights fit only that shape; leave it out (load_from_checkpoint takes the "
-            "checkpoint's) or give the checkpoint's value"
+            f"{given} contradicts {source}, whose network was trained with {trained}: its "
+            f"weights fit only that shape; {remedy}"
         )
 
 

@@ -12,7 +12,8 @@ The checks, in order: the file holds a dictionary of Lightning's layout; seqtag'
 hyper-parameters are arguments the model class has (an unknown one means a newer seqtag or
 another class), each of a valid type and range; the weights are tensors, finite, and (once
 the network is built from the checkpoint's own vocabularies and hyper-parameters) of exactly
-the names and shapes that network has.
+the names and shapes that network has. The one entry of a state dict that is not a tensor,
+the model's extra state (:data:`EXTRA_STATE_KEY`), must be plain data.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
 RESUME_KEYS = ("epoch", "global_step", "loops", "optimizer_states", "lr_schedulers")
 #: Buffers added after checkpoints were first written: absent from older files, filled in on load.
 OPTIONAL_WEIGHTS = frozenset({"tagger.temperature"})
+#: Where ``Module.state_dict()`` puts what the model's ``get_extra_state()`` returns (torch's
+#: documented key): the network's description, plain data, beside the tensors. Checkpoint files
+#: leave it out (their ``seqtag`` section says the same); a state dict saved on its own has it.
+EXTRA_STATE_KEY = "_extra_state"
 
 
 #: Types of the Lightning entries that loading or resuming reads, where present.
@@ -116,6 +121,8 @@ def check_layout(checkpoint: Any) -> None:
             f"its 'state_dict' is a {type(state).__name__}, expected the model's named tensors"
         )
     for name, value in state.items():
+        if name == EXTRA_STATE_KEY and is_plain_data(value):
+            continue
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(
                 f"its 'state_dict' entry {name!r} is a {type(value).__name__}, expected a tensor"
@@ -125,6 +132,8 @@ def check_layout(checkpoint: Any) -> None:
 def check_finite(checkpoint: Mapping[str, Any]) -> None:
     """Refuse weights holding NaN or infinity: the run diverged or the file was damaged."""
     for name, value in checkpoint["state_dict"].items():
+        if not isinstance(value, torch.Tensor):  # the extra state: plain data
+            continue
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(
                 f"its weight {name!r} holds NaN or infinite values (training diverged, or the "
@@ -133,10 +142,13 @@ def check_finite(checkpoint: Mapping[str, Any]) -> None:
 
 
 #: Hyper-parameters a checkpoint may hold that are never restored from it. The optimizer and its
-#: schedule belong to the run (resuming takes them from the run's config); ``data`` is rebuilt
-#: from the checkpoint's vocabularies; LightningCLI's ``_class_path`` and ``_instantiator`` name
-#: code to import. Checkpoints written before seqtag dropped them at saving still hold them.
-NOT_RESTORED = frozenset({"optimizer", "lr_scheduler", "data", "_class_path", "_instantiator"})
+#: schedule belong to the run (resuming takes them from the run's config); ``spec`` (``data``
+#: before it was renamed) is rebuilt from the checkpoint's vocabularies; LightningCLI's
+#: ``_class_path`` and ``_instantiator`` name code to import. Checkpoints written before seqtag
+#: dropped them at saving still hold them.
+NOT_RESTORED = frozenset(
+    {"optimizer", "lr_scheduler", "spec", "data", "_class_path", "_instantiator"}
+)
 
 
 def restorable_hyperparameters(checkpoint: Mapping[str, Any], model_class: type) -> dict[str, Any]:
@@ -296,6 +308,8 @@ def check_weights(stored: Mapping[str, torch.Tensor], expected: Mapping[str, tor
     and hyper-parameters: a mismatch means the parts of the file disagree (a tag removed from
     the vocabulary, a hidden size edited), which PyTorch would report as a size mismatch.
     """
+    stored = {k: v for k, v in stored.items() if k != EXTRA_STATE_KEY}
+    expected = {k: v for k, v in expected.items() if k != EXTRA_STATE_KEY}
     missing = [k for k in expected if k not in stored and k not in OPTIONAL_WEIGHTS]
     unexpected = [k for k in stored if k not in expected]
     if missing or unexpected:

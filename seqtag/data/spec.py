@@ -2,8 +2,8 @@
 
 The build runs one way. :class:`~seqtag.TaggingDataModule` reads the training corpus and the
 pretrained vectors and produces one frozen :class:`DataSpec`; :class:`~seqtag.SequenceTagger`
-is built from it (in its constructor when given one, otherwise in Lightning's
-``configure_model`` hook) and keeps only the vocabularies, which go into every checkpoint.
+is built from it (in its constructor when given one, otherwise when a ``fit`` takes the model)
+and keeps only the vocabularies, which go into every checkpoint.
 Nothing flows back into the DataModule: a model restored from a checkpoint is the truth about
 how text becomes ids, and the DataModule checks its own settings against it.
 """

@@ -1,42 +1,21 @@
 """SequenceTagger: the LightningModule around :class:`seqtag.models.tagger.Tagger`.
 
-A thin system: losses, metrics, optimizers, decoding ids back to strings, and the vocabularies
-that make a checkpoint self-contained. The network is built one way, from a
-:class:`~seqtag.data.spec.DataSpec`: in the constructor when one is given
-(``SequenceTagger(data=datamodule.spec)``), otherwise in Lightning's ``configure_model`` hook
-from the trainer's DataModule, or from the checkpoint when one is loaded. Before that, its
-parameters exist as uninitialised placeholders (:mod:`seqtag.training.network`), so an
-optimizer made early, as ``LightningCLI --optimizer`` does, trains them.
+A thin system: losses, metrics, optimizers, decoding ids back to strings. How its network comes
+to be (from a :class:`~seqtag.data.spec.DataSpec`: ``SequenceTagger(spec=datamodule.spec)``, the
+trainer's DataModule when a ``fit`` takes the model, a checkpoint or a state dict) and how it is
+saved is :class:`~seqtag.training.lifecycle.NetworkLifecycle`, its base class.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from seqtag.checkpoint.io import (
-    CHECKPOINT_KEY,
-    build_from_checkpoint,
-    check_architecture,
-    take_validated,
-    validate_checkpoint,
-    warn_other_class,
-    write_checkpoint_section,
-)
-from seqtag.checkpoint.schema import (
-    check_resume_state,
-    check_weights,
-    restorable_hyperparameters,
-)
+from seqtag.checkpoint.io import CHECKPOINT_KEY
 from seqtag.data.io.inputs import as_token_lists
 from seqtag.data.schemes import convert_tags
 from seqtag.data.spec import DataSpec
@@ -61,31 +40,25 @@ from seqtag.prediction.inference import (
     tag_stream,
 )
 from seqtag.runtime.threads import configure_threads
-from seqtag.training.evaluation import build_metrics, end_epoch, evaluate_batch, start_epoch
-from seqtag.training.network import (
-    DEFAULT_EMBEDDING_DIM,
-    adopt_parameters,
-    build_network,
-    embedding_width,
-    placeholder_network,
-)
+from seqtag.training.evaluation import end_epoch, evaluate_batch, start_epoch
+from seqtag.training.lifecycle import NOT_BUILT, NetworkLifecycle
+from seqtag.training.network import placeholder_network
 from seqtag.training.optimization import (
     DEFAULT_LR_DECAY,
     attached_trainer,
     make_optimization,
 )
 
-log = logging.getLogger(__name__)
-
 __all__ = ["CHECKPOINT_KEY", "SequenceTagger"]
 
 
-class SequenceTagger(pl.LightningModule):
+class SequenceTagger(NetworkLifecycle):
     """A BiRNN tagger with a softmax or CRF output, trained and evaluated by Lightning.
 
     Args:
-        data: what the data says the network needs (``TaggingDataModule.spec``); leave unset
-            when the trainer's DataModule will provide it, or to load a checkpoint.
+        spec: what the data says the network needs (``TaggingDataModule.spec``), to build the
+            network now; leave unset when the trainer's DataModule will provide it, or to load
+            a checkpoint or a state dict.
         rnn_type: ``lstm``, ``gru`` or ``rnn``.
         hidden_size: RNN units per direction (>= 1).
         num_layers: stacked BiRNN layers (>= 1).
@@ -120,7 +93,7 @@ class SequenceTagger(pl.LightningModule):
 
     def __init__(
         self,
-        data: DataSpec | None = None,
+        spec: DataSpec | None = None,
         rnn_type: RNNType = "lstm",
         hidden_size: PositiveInt = 256,
         num_layers: PositiveInt = 1,
@@ -141,7 +114,7 @@ class SequenceTagger(pl.LightningModule):
     ) -> None:
         check_ranges("model", SequenceTagger.__init__, locals())
         super().__init__()
-        self.save_hyperparameters(ignore=["data", "optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["spec", "optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.vocabularies: Vocabularies | None = None
@@ -152,148 +125,16 @@ class SequenceTagger(pl.LightningModule):
         #: What predict_step computes beyond the tags (the prediction writer sets it to what
         #: it writes).
         self.prediction_options = PredictionOptions()
-        if data is not None:
-            self.build(data)
-
-    # -- building -------------------------------------------------------------------------
-    def build(self, data: DataSpec) -> None:
-        """Create the network for this data, starting from its pretrained vectors."""
-        dim = embedding_width(data.embedding_dim, data.vectors_path, self.hparams.embedding_dim)
-        vocabularies = data.vocabularies
-        if self.hparams.char_features == "none" and vocabularies.chars is not None:
-            # The model decides whether characters are used; the data only offers them.
-            vocabularies = replace(vocabularies, chars=None)
-        self._build(vocabularies, dim)
-        encoder = self.tagger.encoder
-        if data.word_counts is not None:
-            counts = torch.tensor(data.word_counts, device=self.device)
-            encoder.set_rare_word_dropout(counts, self.hparams.rare_word_dropout)
-        if data.embedding_matrix is not None:
-            encoder.load_pretrained(torch.tensor(data.embedding_matrix, device=self.device))
-        elif self.hparams.freeze_embeddings:
-            log.warning("freeze_embeddings is set but there are no pretrained vectors")
-
-    def _build(self, vocabularies: Vocabularies, embedding_dim: int) -> None:
-        if vocabularies.chars is None and self.hparams.char_features != "none":
-            raise ConfigError(
-                f"char_features={self.hparams.char_features!r} needs a character vocabulary, "
-                "and these vocabularies have none"
-            )
-        network = build_network(self.hparams, vocabularies, embedding_dim).to(self.device)
-        adopt_parameters(network, self.tagger)
-        self.tagger = network
-        self.vocabularies = vocabularies
-        if self.hparams.embedding_dim != embedding_dim:
-            # Recorded as a hyper-parameter, also in hparams.yaml, which is written later.
-            self.save_hyperparameters({**self.hparams, "embedding_dim": embedding_dim})
-        build_metrics(self)  # val/test accuracy, span F1, test confusion and calibration
-
-    def configure_model(self) -> None:
-        """Build the network from the trainer's DataModule when training starts without one.
-
-        Evaluation and prediction take the network from the checkpoint instead
-        (``ckpt_path=``, or a model from ``load_from_checkpoint``).
-        """
-        if self.vocabularies is not None:
-            return
-        try:
-            trainer = self.trainer
-        except RuntimeError:
-            return  # load_from_checkpoint calls this hook without a trainer
-        if trainer.state.fn != TrainerFn.FITTING:
-            return
-        spec = getattr(trainer.datamodule, "spec", None)
-        if not isinstance(spec, DataSpec):
-            raise ConfigError(
-                "SequenceTagger has no vocabularies: train it with a TaggingDataModule "
-                "(trainer.fit(model, datamodule=dm)), or build it from one "
-                "(SequenceTagger(data=dm.spec, ...)) before passing your own dataloaders"
-            )
-        self.build(spec)
+        if spec is not None:
+            self.build(spec)
 
     def setup(self, stage: str) -> None:
         configure_threads(self.trainer)  # DDP on the CPU: each process its share of cores
 
-    def _fitting(self) -> bool:
-        try:
-            return self.trainer.state.fn == TrainerFn.FITTING
-        except RuntimeError:  # no trainer: load_from_checkpoint
-            return False
-
     def _require_tagger(self) -> Tagger:
         if self.vocabularies is None:
-            raise CheckpointError(
-                "the model has no vocabularies yet: train it (seqtag fit) or load a checkpoint "
-                "(--ckpt_path, SequenceTagger.load_from_checkpoint)"
-            )
+            raise CheckpointError(NOT_BUILT)
         return self.tagger
-
-    # -- checkpoints ----------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._require_tagger()
-        write_checkpoint_section(checkpoint, self.vocabularies, type(self))
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The checkpoint decides: its vocabularies and architecture replace the model's
-        (validated first, however it was loaded; errors name the file a trainer loads)."""
-        try:
-            self._restore(checkpoint)
-        except CheckpointError as err:
-            name = self._checkpoint_file()
-            if name and name not in str(err):
-                raise CheckpointError(f"{name}: {err}") from None
-            raise
-
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        warn_other_class(checkpoint, type(self))
-        vocabularies = take_validated(checkpoint)
-        if vocabularies is None:
-            vocabularies = validate_checkpoint(checkpoint, type(self))
-        else:  # read by the trainer's plugin, which does not know the model class
-            checkpoint["hyper_parameters"] = restorable_hyperparameters(checkpoint, type(self))
-        stored = checkpoint["hyper_parameters"]
-        if self.hparams.embedding_dim is None and stored.get("embedding_dim"):
-            self.hparams.embedding_dim = int(stored["embedding_dim"])
-        check_architecture(stored, self.hparams)
-        if self.vocabularies != vocabularies:
-            try:
-                self._build(vocabularies, self.hparams.embedding_dim or DEFAULT_EMBEDDING_DIM)
-            except ConfigError as err:  # e.g. a character model without characters
-                raise CheckpointError(f"its vocabularies do not fit its model: {err}") from None
-        check_weights(checkpoint["state_dict"], self.state_dict())
-        if self._fitting():
-            check_resume_state(checkpoint)
-
-    def _checkpoint_file(self) -> str | None:
-        """The file the trainer is restoring, if a trainer is."""
-        try:
-            path = self.trainer.ckpt_path
-        except RuntimeError:  # not attached to a trainer (load_from_checkpoint)
-            return None
-        return str(path) if path else None
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | os.PathLike[str] | IO[bytes],
-        map_location: Any = None,
-        hparams_file: Any = None,
-        strict: bool | None = None,
-        weights_only: bool | None = True,
-        **kwargs: Any,
-    ) -> SequenceTagger:
-        """Build the model a checkpoint describes, from plain data only: nothing it names is
-        imported or called, its optimizer and scheduler are never restored; ``kwargs`` replace
-        its hyper-parameters (see :func:`seqtag.checkpoint.io.build_from_checkpoint`)."""
-        return build_from_checkpoint(
-            cls,
-            checkpoint_path,
-            map_location=map_location,
-            hparams_file=hparams_file,
-            strict=strict,
-            weights_only=weights_only,
-            overrides=kwargs,
-        )
 
     # -- steps ----------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

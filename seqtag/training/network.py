@@ -7,7 +7,12 @@ been made from ``model.parameters()``: Lightning's own ``LightningCLI`` does tha
 ``--optimizer`` as soon as it has created the model. :func:`placeholder_network` therefore
 gives a model without data the same parameters, by name, as ``torch.nn.UninitializedParameter``
 objects, and :func:`adopt_parameters` later moves the real values into those very objects, so an
-optimizer made early holds the parameters that train.
+optimizer made early holds the parameters that train. They still pay for that one use, and cost
+nothing else: they copy and pickle like any parameter (``copy.deepcopy``, ``pickle``, spawned
+processes), and what cannot use a placeholder (a forward pass, a callback averaging or pruning
+weights) comes after the build, which a ``fit`` does the moment it takes the model
+(:mod:`seqtag.training.lifecycle`). Real parameters of a one-word network instead would train
+and save silently as a wrong model; a placeholder refuses to be used.
 
 A network too large for the machine (``hidden_size=10000000``) is refused before anything is
 allocated: :func:`check_fits_in_memory` counts its parameters on PyTorch's ``meta`` device (no

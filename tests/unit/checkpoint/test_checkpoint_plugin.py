@@ -79,9 +79,9 @@ def counted(monkeypatch):
 
     monkeypatch.setattr(torch, "load", load)
     monkeypatch.setattr(checkpoint_io, "validate_checkpoint", validate)
-    import seqtag.training.module as module
+    import seqtag.training.lifecycle as lifecycle
 
-    monkeypatch.setattr(module, "validate_checkpoint", validate)
+    monkeypatch.setattr(lifecycle, "validate_checkpoint", validate)
     return counts
 
 

@@ -158,7 +158,7 @@ def test_train_fit_and_tag_in_python(corpus, tmp_path):
         enable_checkpointing=False,
     )
     trainer.fit(model, datamodule=dm)
-    assert model.hparams.embedding_dim == 4  # taken from the vectors
+    assert model.hparams_initial.embedding_dim == 4  # taken from the vectors (hparams.yaml)
     (result,) = model.tag([["the", "zebra", "sleeps"]])
     assert [tag for tag, _ in result] == ["DET", "NOUN", "VERB"]
     checkpoint = tmp_path / "model.ckpt"
@@ -281,7 +281,7 @@ def test_a_loop_of_your_own_encodes_with_the_models_vocabularies(corpus, tmp_pat
 
 def test_encode_with_refuses_non_vocabularies_and_a_model_it_would_mislead(corpus, tmp_path):
     dm = _datamodule(corpus, train_path=None, val_path=None)
-    model = SequenceTagger(data=_datamodule(corpus).spec, hidden_size=8)
+    model = SequenceTagger(spec=_datamodule(corpus).spec, hidden_size=8)
     with pytest.raises(ConfigError, match="got SequenceTagger"):
         dm.encode_with(model)
     other = _datamodule(corpus, min_freq=2).spec.vocabularies  # fewer words than the model's

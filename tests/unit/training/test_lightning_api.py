@@ -131,7 +131,7 @@ def test_plain_lightning_cli_with_an_sgd_optimizer_trains(chunks, tmp_path):
 
 def test_fit_with_your_own_dataloaders(chunks, tmp_path):
     data = _data(chunks)
-    model = SequenceTagger(data=data.spec, hidden_size=16)
+    model = SequenceTagger(spec=data.spec, hidden_size=16)
     data.setup("fit")
     trainer = _trainer(tmp_path, max_epochs=5)
     trainer.fit(
@@ -144,7 +144,7 @@ def test_fit_with_dataloaders_and_no_data_says_what_to_do(chunks, tmp_path):
     data = _data(chunks)
     data.setup("fit")
     loader = data.train_dataloader()
-    with pytest.raises(ConfigError, match=r"SequenceTagger\(data=dm.spec"):
+    with pytest.raises(ConfigError, match=r"SequenceTagger\(spec=dm.spec"):
         _trainer(tmp_path).fit(SequenceTagger(hidden_size=16), train_dataloaders=loader)
 
 
@@ -273,14 +273,17 @@ def test_span_task_accuracy_is_in_the_corpus_scheme(bioes_checkpoint, chunks, tm
 
 # -- 9. small promises of the API ----------------------------------------------------------
 def test_char_hidden_size_sets_the_cnn_filters(chunks):
-    model = SequenceTagger(data=_data(chunks).spec, char_features="cnn", char_hidden_size=20)
+    model = SequenceTagger(spec=_data(chunks).spec, char_features="cnn", char_hidden_size=20)
     assert model.tagger.encoder.char_encoder.output_dim == 20
 
 
-def test_embedding_dim_is_recorded_once_known(chunks):
-    model = SequenceTagger(data=_data(chunks).spec, hidden_size=16)
-    assert model.hparams.embedding_dim == 100
-    assert model.hparams_initial.embedding_dim == 100
+def test_embedding_dim_is_recorded_once_known_and_the_arguments_stay_as_given(chunks):
+    unbuilt = SequenceTagger(hidden_size=16)
+    assert unbuilt.hparams_initial.embedding_dim is None  # nothing decided yet
+    model = SequenceTagger(spec=_data(chunks).spec, hidden_size=16)
+    assert model.tagger.encoder.embeddings.embedding_dim == 100  # no vectors: the default
+    assert model.hparams.embedding_dim is None  # the argument as given: "the vectors' width"
+    assert model.hparams_initial.embedding_dim == 100  # what loggers write to hparams.yaml
 
 
 def test_public_names_are_importable():
