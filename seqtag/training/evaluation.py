@@ -190,10 +190,13 @@ def evaluate_batch(
         calibration.update(tagger, emissions, batch, predicted, accuracy.missing_tag)
     if loader is None:
         return
-    module.unscored_loaders.add(loader)
+    unscored = getattr(module, "unscored_loaders", None)
+    if unscored is None:  # a step called outside Lightning's epoch hooks
+        unscored = module.unscored_loaders = set()
+    unscored.add(loader)
     if batch_idx + 1 == _batches(module.trainer, stage)[loader]:
         _log_scores(module, stage, loader, several=True)
-        module.unscored_loaders.discard(loader)
+        unscored.discard(loader)
 
 
 def _batches(trainer: pl.Trainer, stage: str) -> list[int | float]:
