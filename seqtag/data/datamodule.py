@@ -31,7 +31,7 @@ from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
 from seqtag.data.partial import GoldEncoder, GoldTags, check_missing_tag, training_types
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
-from seqtag.data.splits import read_split, sentence_reader, source_name
+from seqtag.data.splits import is_given, read_split, sentence_reader, source_name
 from seqtag.data.streaming import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PREDICT_MAX_TOKENS,
@@ -179,15 +179,10 @@ class TaggingDataModule(pl.LightningDataModule):
             raise ConfigError(
                 "data.train_scheme needs data.tag_scheme, the scheme of the corpus files"
             )
-        if val_from_train and self._given("val"):
+        if val_from_train and is_given(self.paths["val"]):
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self._sentences: dict[Split, list[Sentence]] = {}
         self._given_vocabularies: Vocabularies | None = None
-
-    def _given(self, split: Split) -> bool:
-        """Whether the split has a file (an empty path is none) or sentences in memory."""
-        source = self.paths[split]
-        return is_in_memory(source) or bool(source)
 
     # -- what the model says ---------------------------------------------------------------
     def encode_with(self, vocabularies: Vocabularies) -> None:
@@ -230,7 +225,7 @@ class TaggingDataModule(pl.LightningDataModule):
                 max_word_length=hp.max_word_length,
             )
             return vocab
-        if self._given("train"):
+        if is_given(self.paths["train"]):
             return self.spec.vocabularies  # what a model built from this data will use
         raise ConfigError(
             "there is no trained model to encode the text with: train one first, or evaluate "
@@ -263,7 +258,7 @@ class TaggingDataModule(pl.LightningDataModule):
     def _read(self, split: Split) -> list[Sentence]:
         if split not in self._sentences:
             source = self.paths[split]
-            if not self._given(split):
+            if not is_given(self.paths[split]):
                 raise ConfigError(f"no {split} file: set data.{split}_path")
             corpus_scheme, _ = self._schemes()
             self._sentences[split] = read_split(
@@ -284,7 +279,7 @@ class TaggingDataModule(pl.LightningDataModule):
         other_words = (
             token
             for split in ("val", "test", "predict")
-            if self._given(split) and self.hparams.vectors
+            if is_given(self.paths[split]) and self.hparams.vectors
             for sentence in self.sentences(split)
             for token in sentence.tokens
         )
@@ -303,7 +298,7 @@ class TaggingDataModule(pl.LightningDataModule):
     def has_dev_data(self) -> bool:
         """Whether there is a validation split (a file, or sentences held out of training):
         validation, checkpoint selection and temperature calibration all ask this."""
-        return self._given("val") or bool(self.hparams.val_from_train)
+        return is_given(self.paths["val"]) or bool(self.hparams.val_from_train)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -382,7 +377,7 @@ class TaggingDataModule(pl.LightningDataModule):
         """The text to tag, read lazily chunk by chunk (see :mod:`seqtag.data.streaming`)."""
         hp = self.hparams
         source = self.paths["predict"]
-        if not self._given("predict"):
+        if not is_given(self.paths["predict"]):
             raise ConfigError("no predict file: set data.predict_path (- reads standard input)")
         stream = PredictionStream(
             sentence_reader(source, hp),

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 MEMORY_FORMAT = "memory"
 
 
+def is_given(source: Any) -> bool:
+    """Whether a split has a file (an empty path is none) or sentences in memory."""
+    return is_in_memory(source) or bool(source)
+
+
 def source_name(split: str, source: Any) -> str:
     """How messages name a split: its path, ``train split (in memory)``, or its name alone
     (``val`` held out of the training data)."""
