@@ -374,3 +374,22 @@ def test_a_test_file_with_a_few_unseen_tags_is_still_scored(trained, chunks, tmp
     scores = _trainer(tmp_path).test(model, datamodule=data, verbose=False)[0]
     assert 0.0 < scores["test_acc"] < 1.0 and scores["test_loss"] == scores["test_loss"]
     assert "B-ADJP (1)" in caplog.text
+
+
+def test_export_model_writes_onnx_that_tags_as_the_model_does(trained, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model, _ = trained
+    output = str(tmp_path / "tagger.onnx")
+    export_model(model, "onnx", output)
+    sentences = [["a", "cat", "finds", "the", "tree", "."], ["the", "house"]]
+    lengths = [len(s) for s in sentences]
+    words = [
+        [*model.vocabularies.encode_words(s), *[0] * (max(lengths) - len(s))] for s in sentences
+    ]
+    session = onnxruntime.InferenceSession(output, providers=["CPUExecutionProvider"])
+    feed = {"words": torch.tensor(words).numpy(), "lengths": torch.tensor(lengths).numpy()}
+    (ids,) = session.run(["tags"], feed)
+    tags = json.loads(Path(vocabulary_path(output)).read_text(encoding="utf-8"))["tags"]
+    exported = [[tags[i] for i in row[:n]] for row, n in zip(ids.tolist(), lengths, strict=True)]
+    assert exported == [[tag for tag, _ in s] for s in model.eval().tag(sentences)]
