@@ -65,7 +65,6 @@ class TestCalibration(nn.Module):
         emissions: Tensor,
         batch: dict[str, Any],
         predicted: Tensor,
-        missing_tag: str | None,
     ) -> None:
         """Add a test batch: ``predicted`` are the tags the metrics scored (Viterbi/argmax)."""
         mask = batch["mask"]
@@ -83,7 +82,7 @@ class TestCalibration(nn.Module):
         for name, confidence in confidences.items():
             self.metrics[name].update(confidence, correct)
         if self.span_tags is not None:
-            self._update_spans(tagger, emissions, batch, predicted, missing_tag)
+            self._update_spans(tagger, emissions, batch, predicted)
 
     def _update_spans(
         self,
@@ -91,7 +90,6 @@ class TestCalibration(nn.Module):
         emissions: Tensor,
         batch: dict[str, Any],
         predicted: Tensor,
-        missing_tag: str | None,
     ) -> None:
         rows: list[tuple[int, tuple[str, int, int]]] = []
         correct: list[bool] = []
@@ -99,7 +97,7 @@ class TestCalibration(nn.Module):
         for row, (ids, length, gold) in enumerate(
             zip(predicted.tolist(), lengths, batch["gold"], strict=True)
         ):
-            if missing_tag is not None and missing_tag in gold:
+            if None in gold:  # an unknown gold tag (see seqtag.data.partial.gold_strings)
                 continue  # as span F1: chunks next to an unknown tag have no known extent
             spans = get_spans(self.tags.decode(ids[:length]), self.tag_scheme)
             gold_spans = get_spans(list(gold), self.corpus_scheme)

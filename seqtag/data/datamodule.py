@@ -28,7 +28,13 @@ from seqtag.data.batching import (
 )
 from seqtag.data.io.formats import CorpusFormat, Sentence
 from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
-from seqtag.data.partial import GoldEncoder, GoldTags, check_missing_tag, training_types
+from seqtag.data.partial import (
+    GoldEncoder,
+    GoldTags,
+    check_missing_tag,
+    gold_strings,
+    training_types,
+)
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
 from seqtag.data.splits import is_given, read_split, sentence_reader, source_name
@@ -318,7 +324,7 @@ class TaggingDataModule(pl.LightningDataModule):
         for i, sentence in enumerate(sentences):
             tags = gold = allowed = None
             if with_tags and sentence.tags is not None:
-                gold = sentence.tags
+                gold = gold_strings(sentence.tags, self.missing_tag)
                 tags, allowed = targets(sentence.tags)
             encoded.append(
                 encode_sentence(

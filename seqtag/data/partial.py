@@ -109,6 +109,15 @@ def check_marker_is_no_tag(missing_tag: str | None, scheme: str | None, upos: bo
     )
 
 
+def gold_strings(tags: Sequence[str], missing_tag: str | None) -> tuple[str | None, ...]:
+    """A sentence's gold tags as batches carry them (``batch["gold"]``): the marker of an unknown
+    tag becomes ``None``, so that metrics and reports need not know which marker the data uses
+    (a model restored from a checkpoint scores data with any marker)."""
+    if missing_tag is None:
+        return tuple(tags)
+    return tuple(None if tag == missing_tag else tag for tag in tags)
+
+
 class GoldTags:
     """Corpus tags -> training-scheme tags, the marker read as "unknown".
 

@@ -55,10 +55,11 @@ class SpanF1(Metric):
     ``[num_types + 1]``, the last slot being :data:`OTHER_TYPE`) plus token counts, all summed
     across processes.
 
-    A sentence with an unknown gold tag (``missing_tag`` among strings, ``UNKNOWN_TARGET``
-    among ids) is left out of every count and counted in ``skipped`` (sentences): a gold
-    chunk next to an unknown tag has no known extent, and predicted chunks over unknown
-    tags could be neither confirmed nor refuted. Token accuracy still scores its known tags.
+    A sentence with an unknown gold tag (``None`` or ``missing_tag`` among strings,
+    ``UNKNOWN_TARGET`` among ids) is left out of every count and counted in ``skipped``
+    (sentences): a gold chunk next to an unknown tag has no known extent, and predicted chunks
+    over unknown tags could be neither confirmed nor refuted. Token accuracy still scores its
+    known tags.
 
     Args:
         tags: The tag vocabulary: its types name the per-type rows, and ids given to
@@ -68,8 +69,9 @@ class SpanF1(Metric):
         scheme: Scheme the scored tags are read in (``iob1``, ``iob2``/``bio``,
             ``bioes``/``iobes``); a scored tag not valid in it raises
             :class:`~seqtag.errors.TagSchemeError`.
-        missing_tag: the gold string of an unknown tag (the DataModule's ``missing_tag``), or
-            ``None`` when every gold string is a tag.
+        missing_tag: a gold string that means "tag unknown", or ``None`` when every gold
+            string is a tag. seqtag's own batches mark unknown gold tags as ``None`` already,
+            whatever marker the data uses, and score with ``None``.
         **kwargs: Passed to :class:`torchmetrics.Metric` (for example ``sync_on_compute``).
     """
 
@@ -196,7 +198,9 @@ class SpanF1(Metric):
                     f"a predicted sentence has {len(pred_tags)} tags but its gold sentence has "
                     f"{len(gold_tags)}"
                 )
-            if self.missing_tag is not None and self.missing_tag in gold_tags:
+            if None in gold_tags or (
+                self.missing_tag is not None and self.missing_tag in gold_tags
+            ):
                 skipped += 1
                 continue
             gold_spans = get_spans(gold_tags, self.scheme)

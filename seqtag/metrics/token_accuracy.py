@@ -22,15 +22,16 @@ class TokenAccuracy(Metric):
     """Share of real tokens whose tag is predicted right, summed across processes.
 
     Targets equal to ``ignore_index`` (padding) are skipped. Tokens whose gold tag is unknown
-    (``UNKNOWN_TARGET``, -2; in :meth:`update_strings`, gold tags equal to ``missing_tag``)
-    are skipped too, and counted in ``skipped``. Any other target that is not a tag id, such
-    as ``UNSEEN_TARGET`` (-1) for a gold tag never seen in training, is a real token that no
-    prediction can match, so it counts as wrong, as in conlleval.
+    (``UNKNOWN_TARGET``, -2; in :meth:`update_strings`, gold tags that are ``None`` or equal
+    to ``missing_tag``) are skipped too, and counted in ``skipped``. Any other target that is
+    not a tag id, such as ``UNSEEN_TARGET`` (-1) for a gold tag never seen in training, is a
+    real token that no prediction can match, so it counts as wrong, as in conlleval.
 
     Args:
         ignore_index: the padding target.
-        missing_tag: the gold string of an unknown tag in :meth:`update_strings` (the
-            DataModule's ``missing_tag``), or ``None`` when every gold string is a tag.
+        missing_tag: a gold string that means "tag unknown" in :meth:`update_strings`, or
+            ``None`` when every gold string is a tag. seqtag's own batches mark unknown gold
+            tags as ``None`` already, whatever marker the data uses, and score with ``None``.
     """
 
     is_differentiable = False
@@ -72,8 +73,8 @@ class TokenAccuracy(Metric):
         self, preds: Sequence[Sequence[str]], target: Sequence[Sequence[str]]
     ) -> None:
         """Count a batch of tag strings, sentence by sentence (span tasks score these in the
-        corpus's own scheme, the one the gold file is written in); gold tags equal to
-        ``missing_tag`` are skipped and counted."""
+        corpus's own scheme, the one the gold file is written in); unknown gold tags
+        (``None``, or equal to ``missing_tag``) are skipped and counted."""
         self.update(preds, target)
 
     def _count_strings(
@@ -86,8 +87,11 @@ class TokenAccuracy(Metric):
                 raise ValueError(
                     f"a predicted sentence has {len(predicted)} tags for {len(gold)} gold tags"
                 )
-            unknown = gold.count(marker) if marker is not None else 0
-            correct += sum(p == g and g != marker for p, g in zip(predicted, gold, strict=True))
+            unknown = sum(g is None or g == marker for g in gold)
+            correct += sum(
+                p == g and g is not None and g != marker
+                for p, g in zip(predicted, gold, strict=True)
+            )
             total += len(gold) - unknown
             skipped += unknown
         self.correct += correct

@@ -75,8 +75,12 @@ def _names(stage: str, loader: int) -> dict[str, str]:
 def _add_loader_metrics(module: SequenceTagger, stage: str, loader: int) -> None:
     vocab = module.vocabularies
     names = _names(stage, loader)
-    setattr(module, names["acc"], TokenAccuracy())
-    spans = SpanF1(list(vocab.tags), vocab.corpus_scheme) if vocab.corpus_scheme else None
+    setattr(module, names["acc"], TokenAccuracy(missing_tag=None))  # batches mark them None
+    spans = (
+        SpanF1(list(vocab.tags), vocab.corpus_scheme, missing_tag=None)
+        if vocab.corpus_scheme
+        else None
+    )
     setattr(module, names["spans"], spans)
     if stage == "test":
         calibration = TestCalibration(vocab.tags, vocab.tag_scheme, vocab.corpus_scheme)
@@ -116,15 +120,9 @@ def _loader_metrics(
 
 
 def _prepare(module: SequenceTagger, stage: str, loader: int) -> None:
-    """Give a dataloader's metrics the DataModule's missing-tag marker (a model restored from
-    a checkpoint does not know which marker this data uses); restart its calibration."""
+    """Restart a dataloader's calibration (unknown gold tags need no setting: batches carry
+    them as ``None``, see :func:`seqtag.data.partial.gold_strings`)."""
     names = _names(stage, loader)
-    datamodule = getattr(module.trainer, "datamodule", None)
-    if datamodule is not None and hasattr(datamodule, "missing_tag"):
-        for key in ("acc", "spans"):
-            metric = getattr(module, names[key], None)
-            if metric is not None:
-                metric.missing_tag = datamodule.missing_tag
     calibration = getattr(module, names["calibration"], None)
     if calibration is not None:
         calibration.start(module.tagger)
@@ -187,7 +185,7 @@ def evaluate_batch(
     if stage == "test":
         known = batch["tags"] >= 0
         module.test_confusion.update(predicted[known], batch["tags"][known])
-        calibration.update(tagger, emissions, batch, predicted, accuracy.missing_tag)
+        calibration.update(tagger, emissions, batch, predicted)
     if loader is None:
         return
     unscored = getattr(module, "unscored_loaders", None)

@@ -174,3 +174,27 @@ def test_calibration_enabled_must_be_a_bool():
 
     with pytest.raises(ConfigError, match=r"calibration\.enabled"):
         TemperatureCalibration(enabled="yes")  # type: ignore[arg-type]
+
+
+def test_a_trained_model_scores_data_with_another_missing_tag_marker(tmp_path):
+    """The marker belongs to the data: a test file that marks unknown tags with ``?`` is scored
+    by a model trained on ``_``-marked data, its ``?`` tokens skipped and counted."""
+    files = _corpus(tmp_path / "partial", unknown=0.3)
+    trainer, model, _ = _fit(files, tmp_path / "run", "crf", spans=True, epochs=1)
+    tokens, _sentences = files["test_unknown"]
+    marked = tmp_path / "test-question-marks.txt"
+    text = files["test"].read_text(encoding="utf-8")
+    marked.write_text(text.replace(" _\n", " ?\n"), encoding="utf-8")
+    results = {}
+    for name, path, marker in (("underscore", files["test"], "_"), ("question", marked, "?")):
+        data = TaggingDataModule(
+            test_path=str(path),
+            format="columns",
+            tag_scheme="iob2",
+            train_scheme="bioes",
+            missing_tag=marker,
+        )
+        (results[name],) = trainer.test(model, datamodule=data, verbose=False)
+    assert tokens > 0
+    assert results["question"]["test_skipped_tokens"] == tokens
+    assert results["question"] == pytest.approx(results["underscore"])
