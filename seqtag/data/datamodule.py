@@ -12,6 +12,7 @@ and a setting that contradicts them is an error rather than a silent change of r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import cached_property
 from typing import Literal
 
@@ -56,11 +57,9 @@ SchemeName = Literal["iob1", "iob2", "bio", "bioes", "iobes"]
 class TaggingDataModule(pl.LightningDataModule):
     """Reads tagged corpora and serves padded, length-bucketed batches.
 
-    Each split is a file or, from Python, sentences held in memory: a list of ``(tokens,
-    tags)`` pairs, a list of dicts (``token_key``, ``tag_key``), a Hugging Face
-    ``datasets.Dataset`` or a pandas ``DataFrame``, with tags in the corpus's scheme (see
-    :mod:`seqtag.data.io.memory`). They are checked as files are, and are not saved among the
-    hyper-parameters (a checkpoint records ``None`` for them).
+    Each split is a file or, from Python, sentences held in memory (``(tokens, tags)`` pairs,
+    dicts, a ``datasets.Dataset``, a ``DataFrame``: :mod:`seqtag.data.io.memory`), checked as
+    files are; the hyper-parameters (and so checkpoints) hold ``None`` for those.
 
     Args:
         train_path: training corpus (plain or ``.gz``), or its sentences.
@@ -189,8 +188,18 @@ class TaggingDataModule(pl.LightningDataModule):
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self._sentences: dict[Split, list[Sentence]] = {}
         self._given_vocabularies: Vocabularies | None = None
+        self._chunks_written: Callable[[], int] = lambda: 0
 
-    # -- what the model says ---------------------------------------------------------------
+    # -- what others say ---------------------------------------------------------------------
+    def resume_prediction(self, chunks_written: Callable[[], int]) -> None:
+        """Skip, in this process, the predict input's chunks an interrupted run already wrote.
+
+        The output's writer owns that count (:class:`~seqtag.PredictionWriter` hands it over in
+        its ``setup`` hook). It is asked for when the first chunk is read, not now: the writer
+        can check the earlier run's record against this run only once the model is loaded.
+        """
+        self._chunks_written = chunks_written
+
     def encode_with(self, vocabularies: Vocabularies) -> None:
         """Encode every split with a trained model's vocabularies, with or without a Trainer.
 
@@ -390,12 +399,7 @@ class TaggingDataModule(pl.LightningDataModule):
             self._vocabularies("predict"),
             batch_size=hp.eval_batch_size,
             chunk_size=hp.predict_chunk_size,
-            skip_chunks=self._chunks_already_written,
+            skip_chunks=self._chunks_written,
             max_tokens=hp.predict_max_tokens,
         )
         return stream.loader()
-
-    def _chunks_already_written(self) -> int:
-        """Chunks a resumed prediction output already holds (0 unless its writer says more)."""
-        callbacks = self.trainer.callbacks if self.trainer is not None else []
-        return max((getattr(c, "chunks_done", 0) for c in callbacks), default=0)
