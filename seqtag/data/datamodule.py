@@ -11,7 +11,6 @@ and a setting that contradicts them is an error rather than a silent change of r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import cached_property
 from typing import Literal
@@ -38,7 +37,7 @@ from seqtag.data.partial import (
 )
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
-from seqtag.data.splits import is_given, read_split, sentence_reader, source_name
+from seqtag.data.splits import hold_out, is_given, read_split, sentence_reader, source_name
 from seqtag.data.streaming import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PREDICT_MAX_TOKENS,
@@ -47,8 +46,6 @@ from seqtag.data.streaming import (
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import ConfigError
 from seqtag.options import NonNegativeInt, PositiveInt, check_ranges
-
-log = logging.getLogger(__name__)
 
 Split = Literal["train", "val", "test", "predict"]
 SchemeName = Literal["iob1", "iob2", "bio", "bioes", "iobes"]
@@ -259,21 +256,15 @@ class TaggingDataModule(pl.LightningDataModule):
         """The sentences of a split, read once."""
         held_out = self.hparams.val_from_train
         if held_out and split in ("train", "val") and split not in self._sentences:
-            everything = self._read("train")
-            if held_out >= len(everything):
-                raise ConfigError(
-                    f"data.val_from_train={held_out} leaves no training sentences: "
-                    f"{source_name('train', self.paths['train'])} has {len(everything)}"
-                )
-            self._sentences["train"] = everything[:-held_out]
-            self._sentences["val"] = everything[-held_out:]
-            log.info("holding out the last %d training sentences for validation", held_out)
+            train = self._read("train")
+            name = source_name("train", self.paths["train"])
+            self._sentences["train"], self._sentences["val"] = hold_out(train, held_out, name)
         return self._read(split)
 
     def _read(self, split: Split) -> list[Sentence]:
         if split not in self._sentences:
             source = self.paths[split]
-            if not is_given(self.paths[split]):
+            if not is_given(source):
                 raise ConfigError(f"no {split} file: set data.{split}_path")
             corpus_scheme, _ = self._schemes()
             self._sentences[split] = read_split(

@@ -18,7 +18,7 @@ from typing import Any
 from seqtag.data.io.formats import Sentence, iter_corpus, read_corpus
 from seqtag.data.io.memory import is_in_memory, iter_memory, read_memory
 from seqtag.data.partial import check_gold_tags, screen_partial
-from seqtag.errors import CorpusFormatError
+from seqtag.errors import ConfigError, CorpusFormatError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,19 @@ def read_split(
     tokens = sum(len(s.tokens) for s in sentences)
     log.info("%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, name)
     return sentences
+
+
+def hold_out(
+    sentences: list[Sentence], count: int, name: str
+) -> tuple[list[Sentence], list[Sentence]]:
+    """``(train, val)``: the last ``count`` training sentences held out for validation
+    (``data.val_from_train``); ``name`` names the training data in the error."""
+    if count >= len(sentences):
+        raise ConfigError(
+            f"data.val_from_train={count} leaves no training sentences: {name} has {len(sentences)}"
+        )
+    log.info("holding out the last %d training sentences for validation", count)
+    return sentences[:-count], sentences[-count:]
 
 
 def sentence_reader(source: Any, options: Mapping[str, Any]) -> Callable[[], Iterator[Sentence]]:
