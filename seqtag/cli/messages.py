@@ -2,6 +2,12 @@
 
 jsonargparse reports a bad value of a nested option as an indented tree of every alternative it
 tried: :func:`summarize_parser_error` keeps the key path and the reasons and drops the rest.
+That is text rewriting, kept because no structured form exists: the ``ArgumentError`` carries
+only the message (its ``argument_name`` is ``None``), and its chain of causes follows only the
+last alternative of a union (``None`` for an optional number), not the one whose reason helps.
+Where seqtag can, the words are its own: range types (:mod:`seqtag.options`) say what they
+accept, and a missing ``--ckpt_path`` or dev file, calibrate's format and the run options
+(:mod:`seqtag.cli.run_options`) are checked by seqtag before anything is built.
 :func:`one_line_errors` is how the ``seqtag`` command prints user errors and the system's
 refusals (a full disk) as one line.
 """

@@ -31,8 +31,8 @@ def refuse_outputs_over_inputs(section: Any, config_files: list[str]) -> None:
     ckpt_path = section.get("ckpt_path")
     if ckpt_path and os.path.isfile(str(ckpt_path)):
         inputs["the checkpoint (--ckpt_path)"] = str(ckpt_path)
-    data = section.get("data")
-    data_args = (data.get("init_args") if data is not None else None) or {}
+    data = section.get("data")  # its options, or class_path and init_args for a subclass
+    data_args = (data.get("init_args") or data) if data is not None else {}
     for key in _DATA_INPUTS:
         value = data_args.get(key)
         if isinstance(value, str) and value not in ("", "-"):

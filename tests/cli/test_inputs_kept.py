@@ -41,7 +41,9 @@ def run_folder(tmp_path, model_path) -> dict[str, Path]:
     text.write_text("The cat sat .\n", encoding="utf-8")
     config = tmp_path / "run.yaml"
     config.write_text("seed_everything: 1\n", encoding="utf-8")
-    return {"folder": tmp_path, "model": model, "text": text, "config": config}
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("cat 0.5 0.25\n", encoding="utf-8")
+    return {"folder": tmp_path, "model": model, "text": text, "config": config, "vectors": vectors}
 
 
 def predict_args(files: dict[str, Path], *extra: str) -> list[str]:
@@ -59,6 +61,10 @@ CASES = {
     "output is the checkpoint": (lambda f: [f"--prediction.output={f['model']}"], "checkpoint"),
     "output is the config file": (lambda f: [f"--prediction.output={f['config']}"], "config"),
     "output is the input": (lambda f: [f"--prediction.output={f['text']}"], "input"),
+    "output is the vectors file": (
+        lambda f: [f"--data.vectors={f['vectors']}", f"--prediction.output={f['vectors']}"],
+        "--data.vectors",
+    ),
     "uncertain output is the checkpoint": (
         lambda f: ["--prediction.most_uncertain=1", f"--prediction.uncertain_output={f['model']}"],
         "checkpoint",
