@@ -8,6 +8,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from seqtag.data.datamodule import TaggingDataModule
 from seqtag.errors import ConfigError, SeqtagError
 from seqtag.options import PositiveInt, Probability, check_ranges
 from seqtag.prediction.formats import format_conll, format_jsonl
@@ -106,8 +107,18 @@ class PredictionWriter(BasePredictionWriter):
             return
         # Before any tagging: a bad output path fails at once. Nothing is written yet: the
         # model is not loaded, and a resumed run's record is checked against it (_start).
-        data = getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}
-        self._data = dict(data)
+        datamodule = getattr(trainer, "datamodule", None)
+        if isinstance(datamodule, TaggingDataModule):
+            data = dict(datamodule.hparams)  # the input's name, format and reading options
+            datamodule.resume_prediction(lambda: self.chunks_done)
+        elif self.resume:
+            raise ConfigError(
+                "prediction.resume skips what an interrupted run wrote, which needs the input "
+                f"read by seqtag's TaggingDataModule, not {type(datamodule).__name__}"
+            )
+        else:
+            data = {}
+        self._data = data
         self._input_format = data.get("predict_format") or data.get("format")
         self._trainer, self._module, self._started = trainer, pl_module, False
         rank, world_size = trainer.global_rank, trainer.world_size

@@ -16,13 +16,16 @@ import threading
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import REPO, train_checkpoint
+from torch.utils.data import DataLoader
 
-from seqtag import SequenceTagger, TaggingDataModule
+from seqtag import PredictionWriter, SequenceTagger, TaggingDataModule
 from seqtag.cli.main import main
-from seqtag.errors import OutputError
+from seqtag.data.batching import collate, encode_sentence
+from seqtag.errors import ConfigError, OutputError
 from seqtag.prediction.output import OutputSink
 from seqtag.prediction.uncertain import UncertainOutput
 
@@ -412,3 +415,21 @@ def test_a_pipe_as_input_is_read_once(model, text, tmp_path):
     threading.Thread(target=feed, daemon=True).start()
     _predict(model, pipe, output)
     assert output.read_bytes() == reference.read_bytes()
+
+
+def test_resume_is_refused_for_a_datamodule_that_cannot_skip_what_was_written(model, tmp_path):
+    """Resuming skips the chunks an interrupted run wrote, which only seqtag's DataModule can
+    do: another input would be tagged and appended again, so it is refused before tagging."""
+    tagger = SequenceTagger.load_from_checkpoint(model)
+    sentences = [encode_sentence(tagger.vocabularies, 0, ["the", "cat"], keep_tokens=True)]
+
+    class OwnData(pl.LightningDataModule):
+        def predict_dataloader(self) -> DataLoader:
+            return DataLoader(sentences, batch_size=1, collate_fn=collate)
+
+    output = tmp_path / "out.conll"
+    writer = PredictionWriter(output=str(output), resume=True)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[writer])
+    with pytest.raises(ConfigError, match=r"prediction\.resume .* TaggingDataModule, not OwnData"):
+        trainer.predict(tagger, datamodule=OwnData(), return_predictions=False)
+    assert not output.exists()
