@@ -86,7 +86,8 @@ def module_fingerprint(module: torch.nn.Module) -> dict[str, Any]:
 #: The prediction writer's options in a resumed run's fingerprint (with the data options).
 WRITER_OPTIONS = ("confidences", "format", "min_confidence", "most_uncertain", "uncertain_output")
 #: Data options that cannot change what prediction writes (training files and batches, the
-#: loader's workers, the vector cache); every other one is in a resumed run's fingerprint,
+#: loader's workers, the vector cache, the fields of sentences given in memory, which a
+#: resumable run never reads); every other one is in a resumed run's fingerprint,
 #: and the input's path is replaced by its content's fingerprint.
 NOT_IN_OUTPUT = frozenset(
     {
@@ -101,6 +102,8 @@ NOT_IN_OUTPUT = frozenset(
         "seed",
         "pool_size",
         "val_from_train",
+        "token_key",
+        "tag_key",
     }
 )
 
