@@ -17,7 +17,9 @@ or loads the model must find it built:
   :mod:`seqtag.checkpoint.extra_state`): ``load_state_dict`` into a model without a network
   builds it first. So the weights a ``ddp_spawn`` worker sends back load into the user's model
   object, which never met the data, and ``torch.save(model.state_dict())`` loads into a fresh
-  ``SequenceTagger()``.
+  ``SequenceTagger()``. A checkpoint file's ``state_dict`` leaves the description to the file's
+  ``seqtag`` section: it loads into a built model as it always did, and into one without a
+  network is a one-line error naming ``load_from_checkpoint``.
 - **A checkpoint** decides: its vocabularies and architecture replace the model's.
 
 Until then the parameters are placeholders (:func:`~seqtag.training.network.placeholder_network`)
@@ -33,8 +35,10 @@ that rebuild exactly this network, as files always held them) and the state dict
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
@@ -169,6 +173,24 @@ class NetworkLifecycle(pl.LightningModule):
         :mod:`seqtag.checkpoint.extra_state`), so ``load_state_dict`` can build it."""
         architecture = self._architecture()
         return network_description(self.vocabularies, architecture)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """torch's, also for a state dict that does not describe its network: a checkpoint
+        file's ``state_dict`` (its ``seqtag`` section does). That loads into a built model as
+        it always did, and into a model without a network is a one-line error saying how."""
+        if EXTRA_STATE_KEY not in state_dict:
+            if self.vocabularies is None:
+                raise CheckpointError(
+                    f"{SOURCE} does not say which network it is for (a checkpoint's "
+                    "'state_dict' leaves that to the file): load the file with "
+                    "SequenceTagger.load_from_checkpoint(path), or load these weights into a "
+                    "model built from the same data (SequenceTagger(spec=dm.spec, ...))"
+                )
+            state_dict = copy.copy(state_dict)  # the caller's stays as it is
+            state_dict[EXTRA_STATE_KEY] = self.get_extra_state()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def set_extra_state(self, state: Any) -> None:
         """Build the network a state dict describes before torch loads its tensors (a module's

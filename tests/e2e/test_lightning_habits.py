@@ -244,7 +244,7 @@ def test_a_state_dict_of_another_network_is_a_one_line_error(plain_run, tmp_path
         SequenceTagger(hidden_size=16).state_dict()
 
 
-def test_a_checkpoint_file_keeps_its_layout(plain_run, tmp_path):
+def test_a_checkpoint_file_keeps_its_layout(corpus, plain_run, tmp_path):
     """The file's seqtag section says what the state dict's own description would."""
     model = plain_run["model"]
     trainer = pl.Trainer(logger=False, enable_progress_bar=False)
@@ -254,6 +254,14 @@ def test_a_checkpoint_file_keeps_its_layout(plain_run, tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values())
     assert checkpoint["hyper_parameters"]["embedding_dim"] == 100
     assert _tags(SequenceTagger.load_from_checkpoint(tmp_path / "model.ckpt")) == plain_run["tags"]
+    # Its state_dict alone loads into a model built from the same data, as it always did...
+    built = SequenceTagger(spec=_data(corpus).spec, hidden_size=16)
+    built.load_state_dict(checkpoint["state_dict"])
+    assert built.tag(SENTENCES) == model.tag(SENTENCES)
+    assert "_extra_state" not in checkpoint["state_dict"]  # the caller's dict is left alone
+    # ...and into a model without a network it says what to do.
+    with pytest.raises(CheckpointError, match=r"SequenceTagger.load_from_checkpoint\(path\)"):
+        SequenceTagger(hidden_size=16).load_state_dict(checkpoint["state_dict"])
 
 
 @pytest.mark.slow
