@@ -13,6 +13,8 @@ or loads the model must find it built:
   ModelPruning its layers: they copy the real network. ``configure_model``, Lightning's hook
   for building layers, runs after those ``setup`` hooks, and WeightAveraging calls it itself,
   with a warning about sharding, on every model that overrides it: so this model does not.
+  (The DataModule's ``spec`` is therefore read before its ``prepare_data``: a subclass that
+  downloads its files there must do so in its constructor, or build with ``spec=``.)
 - **A state dict** describes its network (torch's ``get_extra_state``/``set_extra_state``, see
   :mod:`seqtag.checkpoint.extra_state`): ``load_state_dict`` into a model without a network
   builds it first. So the weights a ``ddp_spawn`` worker sends back load into the user's model
