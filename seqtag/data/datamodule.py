@@ -185,7 +185,7 @@ class TaggingDataModule(pl.LightningDataModule):
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self._sentences: dict[Split, list[Sentence]] = {}
         self._given_vocabularies: Vocabularies | None = None
-        self._chunks_written: Callable[[], int] = lambda: 0
+        self._chunks_written: Callable[[], int] = int  # int() is 0; a lambda would not pickle
 
     # -- what others say ---------------------------------------------------------------------
     def resume_prediction(self, chunks_written: Callable[[], int]) -> None:
