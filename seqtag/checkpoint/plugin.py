@@ -18,6 +18,8 @@ import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from seqtag.checkpoint.io import load_checkpoint
+from seqtag.checkpoint.schema import EXTRA_STATE_KEY, is_plain_data
+from seqtag.errors import CheckpointError
 from seqtag.files.outputs import replaced_atomically, same_file
 
 
@@ -52,7 +54,13 @@ class SeqtagCheckpointIO(TorchCheckpointIO):
             name, stamp, checkpoint = preloaded
             if same_file(path, name) and _stamp(path) == stamp:
                 return checkpoint
-        return load_checkpoint(path)
+        try:
+            return load_checkpoint(path)
+        except CheckpointError:
+            weights = _bare_state_dict(path)
+            if weights is None:
+                raise
+            return weights
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -66,6 +74,27 @@ class SeqtagCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, stream)
             stream.flush()
             os.fsync(stream.fileno())
+
+
+def _bare_state_dict(path: Any) -> dict[str, Any] | None:
+    """The file as a model's bare state dict, or ``None`` if it is not one.
+
+    Lightning's ``ddp_spawn`` hands the trained weights back to the main process as a file
+    holding ``state_dict()`` alone, written and read through this plugin. It is read with
+    ``weights_only=True`` like any checkpoint, and accepted only as tensors by name plus the
+    network's plain-data description, which the model checks when it loads them.
+    """
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any unreadable file: the checkpoint reader's error stands
+        return None
+    if not isinstance(weights, dict) or not weights:
+        return None
+    for key, value in weights.items():
+        described = key == EXTRA_STATE_KEY and is_plain_data(value)
+        if not isinstance(key, str) or not (isinstance(value, torch.Tensor) or described):
+            return None
+    return weights
 
 
 def _stamp(path: Any) -> tuple[int, ...] | None:

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger
 
 from seqtag import SequenceTagger, TaggingDataModule
+from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -265,7 +266,10 @@ def test_a_checkpoint_file_keeps_its_layout(corpus, plain_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_spawn_leaves_the_trained_weights_in_the_users_model(corpus, tmp_path):
+@pytest.mark.parametrize("plugins", [[], [SeqtagCheckpointIO()]], ids=["default", "seqtag_io"])
+def test_ddp_spawn_leaves_the_trained_weights_in_the_users_model(corpus, tmp_path, plugins):
+    """Also through seqtag's checkpoint plugin (``seqtag fit`` installs it), which reads the
+    bare state dict that the spawned workers hand back."""
     model = _model(char_features="cnn")
     last = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     _fit(
@@ -278,6 +282,7 @@ def test_ddp_spawn_leaves_the_trained_weights_in_the_users_model(corpus, tmp_pat
         max_epochs=2,
         enable_checkpointing=True,
         callbacks=[last],
+        plugins=plugins,
     )
     # The user's object never met the data in this process; the workers' weights built it.
     written = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
