@@ -249,7 +249,7 @@ def load_checkpoint(
                 "(an interrupted copy or save?)"
             ) from err
         raise CheckpointError(f"{name}: cannot read the file ({err.strerror or err})") from err
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, LookupError, ValueError) as err:
         raise CheckpointError(
             f"{name}: not a seqtag checkpoint: torch.load cannot read it ({_load_failure(err)})"
         ) from err

@@ -57,6 +57,9 @@ _SUPPLIED = {
     "calibrate": Supplied(True, FORMAT_OPTIONS),
     # Reads no data; seqtag.integrations.export.export opens the checkpoint itself, once.
     "export": Supplied(False, ()),
+    # Reads no data; seqtag.serving.server.serve opens the checkpoint itself, once, and hands
+    # its bytes to the workers.
+    "serve": Supplied(False, ()),
 }
 
 

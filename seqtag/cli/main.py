@@ -56,6 +56,9 @@ from seqtag.prediction.writer import PredictionWriter
 from seqtag.runtime.thread_policy import ThreadPolicy
 from seqtag.training.module import SequenceTagger
 
+#: The subcommands that are methods of SeqtagTrainer (a checkpoint's use without a loop).
+CHECKPOINT_COMMANDS = ("calibrate", "export", "serve")
+
 
 class SeqtagCLI(LightningCLI):
     """The ``seqtag`` command: Lightning's CLI with seqtag's sections and defaults.
@@ -71,7 +74,7 @@ class SeqtagCLI(LightningCLI):
       model's hyper-parameters and the data's file-format options come from the checkpoint
       (:mod:`seqtag.cli.checkpoint_options`), so ``seqtag predict --ckpt_path M
       --data.predict_path F`` needs no config.
-    - ``export`` and ``calibrate`` are subcommands like ``fit``: methods of
+    - ``export``, ``calibrate`` and ``serve`` are subcommands like ``fit``: methods of
       :class:`~seqtag.cli.trainer.SeqtagTrainer`, whose signatures and docstrings give their
       options.
     - ``--debug`` (before or after the subcommand) shows the traceback of a user error.
@@ -79,10 +82,10 @@ class SeqtagCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands, then ``calibrate`` and ``export`` (methods of
+        """Lightning's subcommands, then ``calibrate``, ``export`` and ``serve`` (methods of
         :class:`~seqtag.cli.trainer.SeqtagTrainer`), with the arguments the CLI passes them."""
         passed = {"model", "datamodule"}
-        return {**LightningCLI.subcommands(), "calibrate": passed, "export": passed}
+        return {**LightningCLI.subcommands(), **dict.fromkeys(CHECKPOINT_COMMANDS, passed)}
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """Lightning's parser (the command's and each subcommand's), with ``--debug``."""
@@ -101,7 +104,7 @@ class SeqtagCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if add_subcommands:  # nothing random in them: no "seed set" lines
             self.parser.set_defaults(
-                {"calibrate.seed_everything": False, "export.seed_everything": False}
+                {f"{name}.seed_everything": False for name in CHECKPOINT_COMMANDS}
             )
         self.parser.add_argument(
             "-V",
@@ -300,8 +303,8 @@ def _configure_logging() -> None:
 DESCRIPTION = (
     "seqtag: BiRNN sequence taggers (POS tagging, chunking, NER) on PyTorch Lightning. "
     "Subcommands: fit (train), validate, test, predict (tag text), calibrate (fit a "
-    "checkpoint's temperature) and export (ONNX/TorchScript); seqtag SUBCOMMAND --help lists "
-    "each one's options."
+    "checkpoint's temperature), export (ONNX/TorchScript) and serve (an HTTP server); seqtag "
+    "SUBCOMMAND --help lists each one's options."
 )
 
 

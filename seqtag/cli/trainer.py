@@ -1,11 +1,12 @@
-"""The ``seqtag`` command's trainer: Lightning's ``Trainer`` with ``export`` and ``calibrate``.
+"""The ``seqtag`` command's trainer: Lightning's ``Trainer`` with ``export``, ``calibrate`` and
+``serve``.
 
 ``LightningCLI`` makes a subcommand of each method that ``SeqtagCLI.subcommands()`` names and
 builds its options from the method's signature and docstring, as it does for ``fit``: so
-``seqtag export`` and ``seqtag calibrate`` take the same config files, ``--help``,
-``--print_config`` and one-line errors as the other subcommands. The work itself is done by
-:mod:`seqtag.integrations.export` and :mod:`seqtag.calibration`; these methods only connect
-the parsed options to them.
+``seqtag export``, ``seqtag calibrate`` and ``seqtag serve`` take the same config files,
+``--help``, ``--print_config`` and one-line errors as the other subcommands. The work itself is
+done by :mod:`seqtag.integrations.export`, :mod:`seqtag.calibration` and
+:mod:`seqtag.serving`; these methods only connect the parsed options to them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Literal
 
 import lightning.pytorch as pl
 
+from seqtag.options import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
+
 __all__ = ["SeqtagTrainer"]
 
 
 class SeqtagTrainer(pl.Trainer):
-    """Lightning's ``Trainer``, plus the two commands that use a checkpoint without a loop."""
+    """Lightning's ``Trainer``, plus the commands that use a checkpoint without a loop."""
 
     def export(
         self,
@@ -76,3 +79,62 @@ class SeqtagTrainer(pl.Trainer):
         # The plugin returns the checkpoint the command line has already read and validated.
         checkpoint = self.strategy.checkpoint_io.load_checkpoint(str(ckpt_path))
         calibrate_checkpoint(checkpoint, type(model), datamodule, target)
+
+    def serve(
+        self,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        *,
+        host: Literal["127.0.0.1", "0.0.0.0", "::"] = "127.0.0.1",
+        port: int = 8000,
+        workers: PositiveInt = 1,
+        max_batch_size: PositiveInt = 16,
+        batch_timeout: NonNegativeFloat = 0.005,
+        max_tokens: PositiveInt = 25_000,
+        max_sentences: PositiveInt = 1000,
+        timeout: PositiveFloat = 30.0,
+        confidences: bool = True,
+        min_confidence: Probability | None = None,
+    ) -> None:
+        """Serve a trained tagger over HTTP (needs the serve extra: pip install 'seqtag[serve]').
+
+        POST /predict tags {"sentences": [["The", "cat"], ...]} (token lists, or text lines
+        split on whitespace) as tag(spans=True) does; GET /health answers 200 once the model
+        is loaded, GET /info describes the model and GET /docs the API (see docs/serving.md).
+        Requests that arrive together are tagged in one batch. SIGTERM stops the server after
+        it has answered every request it accepted.
+
+        Args:
+            model: unused: the workers build the checkpoint's model.
+            datamodule: unused: requests bring the text.
+            ckpt_path: the seqtag checkpoint to serve (written by seqtag fit).
+            host: the address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 (every
+                IPv4 interface) or :: (every interface).
+            port: the TCP port, from 1024 to 65535.
+            workers: inference processes (per GPU), each with its own copy of the model; on
+                the CPU they share the cores (the thread policy of --threads applies).
+            max_batch_size: requests tagged together at most.
+            batch_timeout: seconds a worker waits for more requests to fill a batch.
+            max_tokens: tokens per request at most; a larger request is answered 413.
+            max_sentences: sentences per request at most; more are answered 413.
+            timeout: seconds a request may wait in the queue; then it is answered 504.
+            confidences: answer each tag's probability (with a CRF a forward-backward pass).
+            min_confidence: span models only: spans less likely than this are dropped (their
+                tokens tagged O), unless a request sets its own min_confidence.
+        """
+        from seqtag.cli.serve import serve_checkpoint
+
+        options = {
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "max_batch_size": max_batch_size,
+            "batch_timeout": batch_timeout,
+            "max_tokens": max_tokens,
+            "max_sentences": max_sentences,
+            "timeout": timeout,
+            "confidences": confidences,
+            "min_confidence": min_confidence,
+        }
+        serve_checkpoint(self, str(ckpt_path), options)
