@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 import litserve as ls
-from starlette.responses import Response
+from fastapi.responses import Response
 
 from seqtag.serving.inference import tag_requests
 from seqtag.serving.requests import Limits, TagRequest, parse_request

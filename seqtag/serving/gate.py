@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.responses import JSONResponse
+from fastapi.responses import JSONResponse
 
 from seqtag.serving.requests import Limits, RequestError, parse_body, too_large
 
