@@ -198,11 +198,12 @@ class TaggingDataModule(pl.LightningDataModule):
         self._chunks_written = chunks_written
 
     def encode_with(self, vocabularies: Vocabularies) -> None:
-        """Encode every split with a trained model's vocabularies, with or without a Trainer.
+        """Encode every split with a trained model's vocabularies from now on.
 
-        In a Trainer the DataModule asks the trainer's model; a loop of your own (or
-        ``seqtag calibrate``) has no trainer, so give it ``model.vocabularies`` here. A trainer
-        whose model has other vocabularies is refused rather than fed ids it would misread.
+        The model owns them and tells the DataModule: a :class:`~seqtag.SequenceTagger` calls
+        this when a trainer takes it, and again when a checkpoint replaces its vocabularies,
+        so a trainer's batches are always encoded as its model reads them. A loop of your own
+        (or ``seqtag calibrate``) has no trainer: give it ``model.vocabularies`` here.
         """
         if not isinstance(vocabularies, Vocabularies):
             raise ConfigError(
@@ -211,21 +212,9 @@ class TaggingDataModule(pl.LightningDataModule):
             )
         self._given_vocabularies = vocabularies
 
-    def _model_vocabularies(self) -> Vocabularies | None:
-        """Those given to :meth:`encode_with`, else the trainer's model's once it has them."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        own = getattr(model, "vocabularies", None)
-        given = self._given_vocabularies
-        if given is not None and own is not None and own != given:
-            raise ConfigError(
-                "the trainer's model has other vocabularies than those given to "
-                "TaggingDataModule.encode_with: its batches would be misread"
-            )
-        return given if given is not None else own
-
     def _vocabularies(self, split: Split) -> Vocabularies:
         """How text is encoded: the model's vocabularies, else those of the spec."""
-        vocab = self._model_vocabularies()
+        vocab = self._given_vocabularies
         if vocab is not None:
             hp = self.hparams
             check_agreement(
@@ -246,7 +235,7 @@ class TaggingDataModule(pl.LightningDataModule):
 
     def _schemes(self) -> tuple[str | None, str | None]:
         """(corpus scheme, training scheme): the model's when it has them, else the settings."""
-        vocab = self._model_vocabularies()
+        vocab = self._given_vocabularies
         if vocab is not None:
             return vocab.corpus_scheme, vocab.tag_scheme
         return self.corpus_scheme, self.train_scheme or self.corpus_scheme

@@ -69,6 +69,7 @@ from seqtag.checkpoint.schema import (
     check_weights,
     restorable_hyperparameters,
 )
+from seqtag.data.datamodule import TaggingDataModule
 from seqtag.data.spec import DataSpec
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError, ConfigError
@@ -142,7 +143,8 @@ class NetworkLifecycle(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """Build the network from the trainer's DataModule when a ``fit`` takes a model without
-        one (see the module's doc for why here). Adds no callback."""
+        one (see the module's doc for why here), and hand its vocabularies to the DataModule.
+        Adds no callback."""
         if self.vocabularies is None and self._fitting():
             spec = getattr(self.trainer.datamodule, "spec", None)
             if not isinstance(spec, DataSpec):
@@ -152,7 +154,19 @@ class NetworkLifecycle(pl.LightningModule):
                     "(SequenceTagger(spec=dm.spec, ...)) before passing your own dataloaders"
                 )
             self.build(spec)
+        self._hand_vocabularies_to_the_data()
         return []
+
+    def _hand_vocabularies_to_the_data(self) -> None:
+        """Tell the trainer's TaggingDataModule to encode with this model's vocabularies: the
+        model owns them, the DataModule never reads the model (called when a trainer takes the
+        model, and when a checkpoint replaces them, before any dataloader is made)."""
+        try:
+            datamodule = self.trainer.datamodule
+        except RuntimeError:  # not attached to a trainer
+            return
+        if self.vocabularies is not None and isinstance(datamodule, TaggingDataModule):
+            datamodule.encode_with(self.vocabularies)
 
     @property
     def hparams_initial(self) -> AttributeDict:
@@ -248,6 +262,7 @@ class NetworkLifecycle(pl.LightningModule):
                 raise CheckpointError(f"its vocabularies do not fit its model: {err}") from None
         restore_extra_state(checkpoint, self.get_extra_state())
         check_weights(checkpoint["state_dict"], self.state_dict())
+        self._hand_vocabularies_to_the_data()
         if self._fitting():
             check_resume_state(checkpoint)
 

@@ -279,13 +279,22 @@ def test_a_loop_of_your_own_encodes_with_the_models_vocabularies(corpus, tmp_pat
     assert scores["test_acc"] == pytest.approx(accuracy)
 
 
-def test_encode_with_refuses_non_vocabularies_and_a_model_it_would_mislead(corpus, tmp_path):
+def test_encode_with_refuses_non_vocabularies_and_the_trainers_model_hands_over_its_own(
+    corpus, tmp_path
+):
     dm = _datamodule(corpus, train_path=None, val_path=None)
     model = SequenceTagger(spec=_datamodule(corpus).spec, hidden_size=8)
     with pytest.raises(ConfigError, match="got SequenceTagger"):
         dm.encode_with(model)
     other = _datamodule(corpus, min_freq=2).spec.vocabularies  # fewer words than the model's
     dm.encode_with(other)
+    # The model a trainer takes tells the DataModule how it reads text: the batches are the
+    # model's, and score as with a DataModule that never saw other vocabularies.
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(ConfigError, match="other vocabularies"):
-        trainer.test(model, datamodule=dm)
+    (misled,) = trainer.test(model, datamodule=dm, verbose=False)
+    fresh = _datamodule(corpus, train_path=None, val_path=None)
+    (plain,) = trainer.test(model, datamodule=fresh, verbose=False)
+    assert misled == plain
+    batch = next(iter(dm.test_dataloader()))
+    tokens = [line.split()[0] for line in TEST.splitlines()]
+    assert batch["words"][0].tolist() == model.vocabularies.encode_words(tokens)
