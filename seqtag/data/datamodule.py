@@ -326,7 +326,10 @@ class TaggingDataModule(pl.LightningDataModule):
                     allowed=allowed,
                 )
             )
-        targets.report_unseen(source_name(split, self.paths[split]))
+        source = source_name(split, self.paths[split])
+        if split == "train":  # learning an unknown tag as another is never right
+            targets.refuse_unseen_in_training(source)
+        targets.report_unseen(source)
         return encoded
 
     def _loader(self, split: Split, training: bool) -> DataLoader:

@@ -237,6 +237,27 @@ class GoldEncoder:
         self.known_tokens += len(tag_ids)
         return np.asarray(tag_ids, dtype=np.int64), None
 
+    def refuse_unseen_in_training(self, source: str) -> None:
+        """Refuse training targets the model has no tag for: a CRF would learn them as the
+        first tag and softmax skip them, a silently wrong model either way. Evaluation keeps
+        them (:meth:`report_unseen`): scoring a model on tags it never learned is legitimate.
+
+        Raises:
+            ConfigError: naming a few of the tags, a count of the rest, and the ways on.
+        """
+        if not self.unseen:
+            return
+        shown = [f"{tag} ({n:,})" for tag, n in self.unseen.most_common(5)]
+        more = len(self.unseen) - len(shown)
+        named = ", ".join(shown) + (f" and {more:,} more" if more else "")
+        tokens = sum(self.unseen.values())
+        raise ConfigError(
+            f"{source}: {tokens:,} training tokens have tags the model does not know, {named}, "
+            "and fine-tuning would learn them as other tags: extend the model with the new "
+            "data first (model = model.extended(dm.spec); see docs/lightning.md, Fine-tuning "
+            "on new data), or train a new model on it (without a checkpoint)"
+        )
+
     def report_unseen(self, source: str) -> None:
         """Warn about gold tags the model never saw; refuse a split where most tokens have one.
 

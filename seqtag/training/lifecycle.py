@@ -75,6 +75,7 @@ from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError, ConfigError
 from seqtag.models.tagger import Tagger
 from seqtag.training.evaluation import build_metrics
+from seqtag.training.extension import extended_model
 from seqtag.training.network import (
     DEFAULT_EMBEDDING_DIM,
     adopt_parameters,
@@ -121,6 +122,19 @@ class NetworkLifecycle(pl.LightningModule):
             encoder.load_pretrained(torch.tensor(spec.embedding_matrix, device=self.device))
         elif self.hparams.freeze_embeddings:
             log.warning("freeze_embeddings is set but there are no pretrained vectors")
+
+    def extended(self, spec: DataSpec) -> Self:
+        """A copy of this trained model that also knows the words, characters and tags of new
+        data (``TaggingDataModule(...).spec``), to fine-tune on it: old ids and every old
+        weight are kept, new words start from the data's pretrained vectors, new tags from
+        output rows that leave every prediction as it was until training (see
+        :mod:`seqtag.training.extension`). This model is left as it is.
+
+        Raises:
+            ConfigError: the model is not trained, or the data is read with other encoding
+                settings (``lowercase``, tag schemes, ...) or vectors of another width.
+        """
+        return extended_model(self, spec)
 
     def _build(self, vocabularies: Vocabularies, embedding_dim: int) -> None:
         """A new network for these vocabularies, in the parameter objects already held."""
