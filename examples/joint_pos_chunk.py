@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from seqtag import CRF, BiRNNEncoder, SpanF1, TokenAccuracy, Vocabulary
-from seqtag.data.batching import LengthBucketSampler
 from seqtag.data.io.formats import read_columns
+from seqtag.data.sampling import LengthBucketSampler
 from seqtag.data.schemes import allowed_transitions
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "conll2000"

@@ -36,8 +36,9 @@ from seqtag.calibration.metrics import CalibrationError, fit_temperature
 from seqtag.calibration.test_time import ECE_BINS, predicted_confidence
 from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.run_folder import inside_folder
-from seqtag.data.batching import EncodedDataset, LengthBucketSampler, collate
+from seqtag.data.batching import EncodedDataset, collate
 from seqtag.data.datamodule import TaggingDataModule
+from seqtag.data.sampling import LengthBucketSampler
 from seqtag.errors import ConfigError, OutputError
 from seqtag.models.tagger import Tagger
 

@@ -3,7 +3,7 @@
 Resuming ``seqtag fit --ckpt_path last`` after a crash reaches the same weights as a run that
 was never interrupted when three things come back exactly:
 
-- the data position: the training loader (:class:`seqtag.data.batching.ResumableDataLoader`)
+- the data position: the training loader (:class:`seqtag.data.sampling.ResumableDataLoader`)
   saves its epoch and how many batches it has handed out, and skips them after a restore;
 - the random-number streams behind dropout and word dropout: :class:`RNGStateCallback` saves
   torch's (CPU and CUDA), numpy's and Python's global generators in every checkpoint and puts

@@ -18,14 +18,7 @@ from typing import Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from seqtag.data.batching import (
-    EncodedDataset,
-    EncodedSentence,
-    LengthBucketSampler,
-    ResumableDataLoader,
-    collate,
-    encode_sentence,
-)
+from seqtag.data.batching import EncodedDataset, EncodedSentence, collate, encode_sentence
 from seqtag.data.io.formats import CorpusFormat, Sentence
 from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
 from seqtag.data.partial import (
@@ -35,6 +28,7 @@ from seqtag.data.partial import (
     gold_strings,
     training_types,
 )
+from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, build_spec, check_agreement
 from seqtag.data.splits import hold_out, is_given, read_split, sentence_reader, source_name

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from seqtag.data.batching import LengthBucketSampler, collate, encode_sentence, world
+from seqtag.data.batching import collate, encode_sentence
 from seqtag.data.io.formats import Sentence
+from seqtag.data.sampling import LengthBucketSampler, world
 from seqtag.data.vocab import Vocabularies
 
 #: Sentences per chunk unless configured (``data.predict_chunk_size``): length-sorting that

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from seqtag.data.batching import collate, encode_sentence, world
+from seqtag.data.batching import collate, encode_sentence
 from seqtag.data.io.inputs import iter_token_lists
 from seqtag.data.io.text_files import first_token_problem
+from seqtag.data.sampling import world
 from seqtag.data.streaming import inference_sampler
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError, ConfigError

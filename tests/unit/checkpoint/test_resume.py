@@ -30,13 +30,8 @@ from seqtag.checkpoint.resume import (
     collect_rng_states,
     set_rng_states,
 )
-from seqtag.data.batching import (
-    EncodedDataset,
-    EncodedSentence,
-    LengthBucketSampler,
-    ResumableDataLoader,
-    collate,
-)
+from seqtag.data.batching import EncodedDataset, EncodedSentence, collate
+from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 

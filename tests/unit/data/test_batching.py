@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqtag.data.batching import (
-    PAD_TARGET,
-    EncodedDataset,
-    EncodedSentence,
-    LengthBucketSampler,
-    collate,
-)
+from seqtag.data.batching import PAD_TARGET, EncodedDataset, EncodedSentence, collate
+from seqtag.data.sampling import LengthBucketSampler
 
 
 def _sentence(index, length, with_chars=False):
