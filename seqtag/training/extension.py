@@ -2,9 +2,10 @@
 
 A model reads text through its own vocabularies, so training a loaded model on a file with
 tags it does not know would learn those tokens as some other tag, and its new words would all
-be the unknown word. :func:`extended_model` (``model.extended(dm.spec)``) instead gives a model
-whose vocabularies are the union of the model's and the data's, old ids first and unchanged,
-new entries appended, and whose network keeps every old weight bit for bit:
+be the unknown word. ``model.extended(dm.spec)`` (:meth:`~seqtag.SequenceTagger.extended`, made
+of :func:`extended_vocabularies` and :func:`grow_network`) instead gives a model whose
+vocabularies are the union of the model's and the data's, old ids first and unchanged, new
+entries appended, and whose network keeps every old weight bit for bit:
 
 - **New words** start from the data's pretrained vectors when the spec has an embedding matrix
   (a word the vector file lacks gets the random start, at the vectors' scale, that a model built
@@ -26,10 +27,8 @@ usable (to compare, or to extend again with other data), and nothing that holds 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -37,9 +36,6 @@ from seqtag.data.spec import DataSpec
 from seqtag.data.vocab import Vocabularies, Vocabulary
 from seqtag.errors import ConfigError
 from seqtag.models.tagger import Tagger
-
-if TYPE_CHECKING:
-    from seqtag.training.lifecycle import NetworkLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +55,14 @@ _SETTINGS = (
 )
 
 
-def extended_model(model: NetworkLifecycle, spec: DataSpec) -> NetworkLifecycle:
-    """A copy of ``model`` whose vocabularies also hold the words, characters and tags of
-    ``spec`` (see the module's doc); ``model`` itself is left as it is.
+def extended_vocabularies(
+    vocabularies: Vocabularies | None, spec: DataSpec, embedding_dim: int
+) -> Vocabularies:
+    """The vocabularies of a trained model (``vocabularies``, with word embeddings
+    ``embedding_dim`` wide) with the new words, characters and tags of ``spec`` appended.
 
     Raises:
-        ConfigError: ``model`` has no vocabularies yet, ``spec`` is not a ``DataSpec``, or the
+        ConfigError: the model has no vocabularies yet, ``spec`` is not a ``DataSpec``, or the
             data was read with other encoding settings or other vectors' width than the model's.
     """
     if not isinstance(spec, DataSpec):
@@ -72,32 +70,13 @@ def extended_model(model: NetworkLifecycle, spec: DataSpec) -> NetworkLifecycle:
             f"extended takes the new data's DataSpec (TaggingDataModule(...).spec), got "
             f"{type(spec).__name__}"
         )
-    old_vocabularies = model.vocabularies
-    if old_vocabularies is None:
+    if vocabularies is None:
         raise ConfigError(
             "extended needs a trained model (SequenceTagger.load_from_checkpoint(path)); a new "
             "model is built from the data itself: SequenceTagger(spec=dm.spec)"
         )
-    width = model.tagger.encoder.embeddings.embedding_dim
-    check_compatible(old_vocabularies, spec, width)
-    vocabularies = union_vocabularies(old_vocabularies, spec.vocabularies)
-    grown = copy.deepcopy(model)  # the trainer is left out (LightningModule.__getstate__)
-    grown._build(vocabularies, width)  # the model's own build, into the copy
-    grow_network(
-        grown.tagger,
-        model.tagger,
-        old_vocabularies,
-        vocabularies,
-        spec,
-        model.hparams.rare_word_dropout,
-    )
-    added = {
-        name: len(getattr(vocabularies, name)) - len(getattr(old_vocabularies, name))
-        for name in ("words", "tags", "chars")
-        if getattr(vocabularies, name) is not None
-    }
-    log.info("extended the model with %s", ", ".join(f"{n} {k}" for k, n in added.items()))
-    return grown
+    check_compatible(vocabularies, spec, embedding_dim)
+    return union_vocabularies(vocabularies, spec.vocabularies)
 
 
 def check_compatible(model: Vocabularies, spec: DataSpec, embedding_dim: int) -> None:
@@ -173,6 +152,12 @@ def grow_network(
     if vocabularies.chars is not None and network.encoder.char_encoder is not None:
         _new_chars(network, old_vocabularies.chars, vocabularies.chars)
     _new_tags(network, old, len(old_vocabularies.tags))
+    added = {
+        name: len(getattr(vocabularies, name)) - len(getattr(old_vocabularies, name))
+        for name in ("words", "tags", "chars")
+        if getattr(vocabularies, name) is not None
+    }
+    log.info("extended the model with %s", ", ".join(f"{n} {k}" for k, n in added.items()))
 
 
 def _new_words(

@@ -75,7 +75,7 @@ from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CheckpointError, ConfigError
 from seqtag.models.tagger import Tagger
 from seqtag.training.evaluation import build_metrics
-from seqtag.training.extension import extended_model
+from seqtag.training.extension import extended_vocabularies, grow_network
 from seqtag.training.network import (
     DEFAULT_EMBEDDING_DIM,
     adopt_parameters,
@@ -134,7 +134,15 @@ class NetworkLifecycle(pl.LightningModule):
             ConfigError: the model is not trained, or the data is read with other encoding
                 settings (``lowercase``, tag schemes, ...) or vectors of another width.
         """
-        return extended_model(self, spec)
+        width = self.tagger.encoder.embeddings.embedding_dim
+        vocabularies = extended_vocabularies(self.vocabularies, spec, width)
+        grown = copy.deepcopy(self)  # without its trainer (LightningModule.__getstate__)
+        grown._build(vocabularies, width)
+        rare_word_dropout = self.hparams.rare_word_dropout
+        grow_network(
+            grown.tagger, self.tagger, self.vocabularies, vocabularies, spec, rare_word_dropout
+        )
+        return grown
 
     def _build(self, vocabularies: Vocabularies, embedding_dim: int) -> None:
         """A new network for these vocabularies, in the parameter objects already held."""
