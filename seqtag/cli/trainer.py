@@ -89,8 +89,8 @@ class SeqtagTrainer(pl.Trainer):
         host: Literal["127.0.0.1", "0.0.0.0", "::"] = "127.0.0.1",
         port: int = 8000,
         workers: PositiveInt = 1,
-        max_batch_size: PositiveInt = 16,
-        batch_timeout: NonNegativeFloat = 0.005,
+        max_batch_size: PositiveInt = 32,
+        batch_timeout: NonNegativeFloat = 0.0,
         max_tokens: PositiveInt = 25_000,
         max_sentences: PositiveInt = 1000,
         timeout: PositiveFloat = 30.0,
@@ -115,7 +115,8 @@ class SeqtagTrainer(pl.Trainer):
             workers: inference processes (per GPU), each with its own copy of the model; on
                 the CPU they share the cores (the thread policy of --threads applies).
             max_batch_size: requests tagged together at most.
-            batch_timeout: seconds a worker waits for more requests to fill a batch.
+            batch_timeout: seconds a worker waits for more requests after a batch's first
+                (0: none; requests that queue while it is busy are batched anyway).
             max_tokens: tokens per request at most; a larger request is answered 413.
             max_sentences: sentences per request at most; more are answered 413.
             timeout: seconds a request may wait in the queue; then it is answered 504.

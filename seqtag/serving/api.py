@@ -18,6 +18,7 @@ import litserve as ls
 from fastapi.responses import Response
 
 from seqtag.serving.inference import tag_requests
+from seqtag.serving.loop import WaitingBatchLoop
 from seqtag.serving.requests import Limits, TagRequest, parse_request
 from seqtag.serving.threads import ThreadSettings, WorkerThreads
 
@@ -38,7 +39,7 @@ class TaggerAPI(ls.LitAPI):
         min_confidence: the span threshold of requests that set none (span models only).
         threads: how the worker chooses its thread count.
         max_batch_size: requests tagged together at most.
-        batch_timeout: seconds the worker waits for a batch to fill.
+        batch_timeout: seconds the worker waits for more requests after a batch's first.
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class TaggerAPI(ls.LitAPI):
         confidences: bool = True,
         min_confidence: float | None = None,
         threads: ThreadSettings | None = None,
-        max_batch_size: int = 16,
-        batch_timeout: float = 0.005,
+        max_batch_size: int = 32,
+        batch_timeout: float = 0.0,
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        super().__init__(
+            max_batch_size=max_batch_size, batch_timeout=batch_timeout, loop=WaitingBatchLoop()
+        )
         self.checkpoint = checkpoint
         self.limits = limits
         self.confidences = confidences

@@ -101,8 +101,8 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
-    max_batch_size: int = 16,
-    batch_timeout: float = 0.005,
+    max_batch_size: int = 32,
+    batch_timeout: float = 0.0,
     max_tokens: int = 25_000,
     max_sentences: int = 1000,
     timeout: float = 30.0,
@@ -120,7 +120,8 @@ def serve(
         port: the TCP port.
         workers: inference processes per device, each with its own copy of the model.
         max_batch_size: requests tagged together at most.
-        batch_timeout: seconds a worker waits for more requests to fill a batch.
+        batch_timeout: seconds a worker waits for more requests after a batch's first (0:
+            none; requests that queue while it is busy are batched anyway).
         max_tokens: tokens per request at most (more: 413).
         max_sentences: sentences per request at most (more: 413).
         timeout: seconds a request may wait in the queue before a 504 answer.
@@ -186,6 +187,7 @@ def serve(
         timeout=timeout,
         model_metadata=info,
         middlewares=[gate],
+        fast_queue=True,
     )
     _stop_on_sigterm(server)
     log.info(
