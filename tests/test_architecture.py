@@ -30,6 +30,7 @@ ORDER = (
     "calibration",
     "training",
     "integrations",
+    "serving",
     "cli",
 )
 FACE = {"__init__", "__main__"}

@@ -35,6 +35,12 @@ ALLOWED = {
         "torch's documented override point for a module's own loading (fills the temperature "
         "of checkpoints older than calibration); the public pre-hook needs torch >= 2.5"
     ),
+    ("serving/server.py", "_shutdown_event"): (
+        "LitServe's run() waits on it; setting it is how its own /shutdown endpoint stops the "
+        "server gracefully, and the only way for a SIGTERM handler to do so without raising "
+        "KeyboardInterrupt into run() (which skips its start-up cleanup and races its worker "
+        "monitor); read with getattr, as it exists only once run() has started"
+    ),
     ("prediction/progress_bar.py", "tqdm_progress"): (
         "Lightning's Tqdm subclass, for a prediction bar that looks like its other bars"
     ),
