@@ -18,6 +18,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -164,6 +165,14 @@ def run_python(code: str, cwd: Path, where: str) -> tuple[dict[str, Any], str]:
     finally:
         os.chdir(before)
     return namespace, printed.getvalue()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: a page that starts a server (``seqtag serve --port
+    8000 &``) is run with it substituted, so that a busy 8000 cannot fail the test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def substitute(code: str, substitutions: dict[str, str]) -> str:

@@ -34,7 +34,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from doc_blocks import Ran, check_shown_blocks, make_sandbox, run_page, runnable, under
+from doc_blocks import Ran, check_shown_blocks, free_port, make_sandbox, run_page, runnable, under
 
 DOCS = REPO / "docs"
 #: What each page takes as given (see the module docstring).
@@ -46,9 +46,16 @@ PAGES: dict[str, tuple[str, ...]] = {
     "lightning.md": ("quickstart", "my_text"),
     "scaling.md": (),
     "security.md": (),
+    "serving.md": ("quickstart",),
     "tagging.md": ("quickstart", "corpus"),
 }
+#: A free port for serving.md's server (the page says 8000, which may be taken).
+SERVE_PORT = str(free_port())
 SUBSTITUTIONS: dict[str, dict[str, str]] = {
+    "serving.md": {
+        "--port 8000": f"--port {SERVE_PORT}",
+        "127.0.0.1:8000": f"127.0.0.1:{SERVE_PORT}",
+    },
     "lightning.md": {
         "max_epochs=15": "max_epochs=4",
         "--trainer.max_epochs 15": "--trainer.max_epochs 1",
@@ -336,3 +343,20 @@ def test_tag_takes_token_lists_or_strings_and_refuses_a_flat_list(docs):
         tagger.tag(["The", "cat", "sat", "."])
     with pytest.raises(TypeError, match="one string"):
         tagger.tag("The cat sat .")
+
+
+def test_serving_page_answers_refuses_and_stops(docs):
+    pytest.importorskip("litserve")
+    sandbox, ran = docs("serving.md")
+    from seqtag import SequenceTagger
+
+    (session,) = under(ran, "Trying it")[1:]  # after the client file
+    health, predicted, *client = session.stdout.splitlines()
+    assert health == "ok"
+    answer = json.loads(predicted)
+    model = SequenceTagger.load_from_checkpoint(sandbox / QUICKSTART).eval()
+    (expected,) = model.tag([["The", "cat", "sat", "."]], spans=True)
+    assert answer["sentences"][0]["tags"] == expected["tags"]
+    assert client[0].startswith("[('The', 'DET'")
+    assert client[1].startswith("400 sentences[0][1]: '', is empty")
+    assert len(client[2].split()) == 6 and all("/" in pair for pair in client[2].split())

@@ -10,18 +10,28 @@ be the tagged sentence the README shows. Only these substitutions are made elsew
   the sandbox holds: 300/100/101-sentence slices of the EWT splits (the ``ewt_slice`` fixture),
   and its config trains one epoch, as every sandbox config but the demo's does;
 - the Lightning snippet reads those slices instead of the whole EWT files, for one epoch
-  instead of 15.
+  instead of 15;
+- "Serving over HTTP" starts its server on a port free at the time instead of 8000.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
 import pytest
 import torch
 from conftest import REPO
-from doc_blocks import blocks, check_shown_blocks, make_sandbox, run_page, runnable, under
+from doc_blocks import (
+    blocks,
+    check_shown_blocks,
+    free_port,
+    make_sandbox,
+    run_page,
+    runnable,
+    under,
+)
 
 README = REPO / "README.md"
 DEMO = "A one-minute demo"
@@ -40,12 +50,15 @@ def readme(tmp_path_factory, ewt_slice) -> tuple:
     sandbox = make_sandbox(tmp_path_factory.mktemp("readme") / "seqtag")
     for split in ("train", "dev", "test"):
         shutil.copy(ewt_slice[split], sandbox / f"{split}.conllu")
+    port = free_port()
     substitutions = {
         "make install": "make -n install",
         "make test": "make -n test",
         "data/ud_en_ewt/en_ewt-ud-train.conllu.gz": "train.conllu",
         "data/ud_en_ewt/en_ewt-ud-dev.conllu.gz": "dev.conllu",
         "max_epochs=15": "max_epochs=1",
+        "--port 8000": f"--port {port}",  # "Serving over HTTP": a port free now
+        "127.0.0.1:8000": f"127.0.0.1:{port}",
     }
     return sandbox, run_page(README, sandbox, substitutions)
 
@@ -97,6 +110,16 @@ def test_tagging_from_python_tags_a_string_and_a_stream(readme):
     assert len(streamed) == len(MY_TEXT)
     tagger = python.namespace["tagger"]
     assert eval(streamed[1]) == tagger.tag([MY_TEXT[1]])[0]  # a list of (tag, confidence)
+
+
+def test_serving_over_http_tags_the_sentence_and_stops(readme):
+    _, ran = readme
+    (serving,) = under(ran, "Serving over HTTP")
+    health, answer = serving.stdout.splitlines()
+    assert health == "ok"
+    (sentence,) = json.loads(answer)["sentences"]
+    assert sentence["tokens"] == ["The", "cat", "sat", "."]
+    assert sentence["tags"][0] == "DET" and sentence["spans"] is None
 
 
 def test_training_on_your_own_data_trains_and_tests_a_run_of_its_own(readme):
