@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, train_checkpoint
+from conftest import REPO, assert_one_line_error, run_seqtag, train_checkpoint
 
 from seqtag import ConfigError, SequenceTagger, TaggingDataModule
 
@@ -275,3 +275,27 @@ def test_a_checkpoint_from_before_the_redesign_loads_and_extends():
     }
     text = [["The", "dog", "runs", "."], ["A", "cat"], ["The", "old", "dog"]]
     _assert_same_tagging(extended.tag(text), old.tag(text))
+
+
+def test_seqtag_fit_resuming_on_new_tags_is_a_one_line_error(files, checkpoints, tmp_path):
+    """The command line meets the same refusal: ``fit --ckpt_path`` resumes the model's run,
+    vocabularies included, so a file with new tags cannot continue it."""
+    result = run_seqtag(
+        "fit",
+        "--ckpt_path",
+        str(checkpoints("softmax")),
+        "--data.train_path",
+        str(files["new"]),
+        "--data.format",
+        "columns",
+        "--data.tag_scheme",
+        "iob2",
+        "--model.hidden_size",
+        "16",
+        "--model.embedding_dim",
+        str(DIM),
+        "--trainer.max_epochs",
+        "3",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, "40 training tokens have tags the model does not know, B-PP")
