@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 from typing import Any
 
 import litserve as ls
@@ -65,9 +66,14 @@ class TaggerAPI(ls.LitAPI):
         self.threads: WorkerThreads | None = None
 
     def setup(self, device: str) -> None:
-        """Set this worker's threads, then load the model on ``device``."""
+        """Set this worker's threads, then load the model on ``device``.
+
+        Ctrl+C in a terminal reaches every process of the server; the worker leaves it to the
+        main process, which stops the HTTP processes first and then the workers (SIGTERM).
+        """
         from seqtag.training.module import SequenceTagger
 
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.threads = WorkerThreads(self.thread_settings)
         self.threads.start(device)
         model = SequenceTagger.load_from_checkpoint(

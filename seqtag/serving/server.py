@@ -221,17 +221,22 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _stop_on_sigterm(server: Any) -> None:
-    """SIGTERM stops the server as its own shutdown endpoint would: gracefully.
+    """SIGTERM (and Ctrl+C) stop the server as its own shutdown endpoint would: gracefully.
 
     LitServe's ``run`` waits on its shutdown event, then stops the HTTP processes (each
     finishes the requests it holds) before the workers. The event is set from a thread: the
-    handler runs in the main thread, which is blocked inside that very event's wait.
+    handler runs in the main thread, which is blocked inside that very event's wait. The HTTP
+    processes, forked from this one, put these handlers back once uvicorn has stopped, so they
+    end without a KeyboardInterrupt traceback; a second Ctrl+C interrupts as usual.
     """
 
     def stop(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Thread(target=_set_shutdown, args=(server,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _set_shutdown(server: Any) -> None:
