@@ -1,8 +1,10 @@
-"""``seqtag serve``: a real server in a subprocess on 127.0.0.1, driven over HTTP.
+"""``seqtag serve``: a real server in a subprocess on 127.0.0.1, driven over HTTP: answers,
+batching, refused requests, ``/info`` and the example client.
 
 Every server here is ``python -m seqtag serve`` on a free port with a tiny checkpoint (a POS
-model, and a CRF span model); the answers are compared with ``tag(spans=True)`` in this
-process, field for field and float for float. Skipped without the ``serve`` extra.
+model, and a CRF span model; see ``tests/serve_process.py``); the answers are compared with
+``tag(spans=True)`` in this process. Start-up, limits, timeouts and shutdown are in
+``test_serve_lifecycle.py``. Skipped without the ``serve`` extra.
 """
 
 from __future__ import annotations
@@ -10,114 +12,42 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, train_checkpoint
+from conftest import REPO
 
 pytest.importorskip("litserve")
 httpx = pytest.importorskip("httpx")
 
-from seqtag import SequenceTagger, TaggingDataModule  # noqa: E402
+from serve_process import (  # noqa: E402
+    SENTENCES,
+    SEQTAG,
+    Server,
+    assert_same,
+    expected,
+    train_pos_model,
+    train_span_model,
+)
+
+from seqtag import SequenceTagger  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-FIXTURES = REPO / "tests" / "fixtures"
-SEQTAG = (sys.executable, "-m", "seqtag")
 LINES = ("I know .", "Sue likes coffee")
-SENTENCES = [
-    ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
-    ["Peter", "Blackburn"],
-    [],
-    ["Zyxwv", "qwerty", "BRUSSELS", "1996-08-22"],  # unseen words
-    ["The", "European", "Commission", "said", "on", "Thursday", "."] * 60,  # 420 tokens
-    ["a"],
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    """``seqtag serve`` in a subprocess (its own session, so nothing it starts outlives it)."""
-
-    def __init__(self, folder: Path, ckpt: Path, *options: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / f"serve-{self.port}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*SEQTAG, "serve", "--ckpt_path", str(ckpt), "--port", str(self.port), *options],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = 180) -> list[str]:
-        """Poll ``/health`` until it answers 200; every answer before it, in order."""
-        seen, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                status = httpx.get(f"{self.url}/health", timeout=5).status_code
-            except httpx.TransportError:
-                seen.append("refused")
-            else:
-                if status == 200:
-                    return seen
-                seen.append(str(status))
-            time.sleep(0.05)
-        raise AssertionError(f"not ready after {timeout} s:\n{self.output()}")
-
-    def post(self, payload: object, **kwargs: object) -> httpx.Response:
-        return httpx.post(f"{self.url}/predict", json=payload, timeout=120, **kwargs)
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=90)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")
 def pos_model(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("pos")
-    data = TaggingDataModule(train_path=str(FIXTURES / "tiny.conllu"), batch_size=2)
-    return train_checkpoint(folder, data, SequenceTagger(hidden_size=8, embedding_dim=8))
+    return train_pos_model(tmp_path_factory.mktemp("pos"))
 
 
 @pytest.fixture(scope="module")
 def span_model(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("spans")
-    data = TaggingDataModule(
-        train_path=str(FIXTURES / "tiny.conll2003.txt"),
-        format="columns",
-        tag_scheme="iob2",
-        batch_size=2,
-    )
-    model = SequenceTagger(hidden_size=8, embedding_dim=8, decoder="crf")
-    return train_checkpoint(folder, data, model)
+    return train_span_model(tmp_path_factory.mktemp("spans"))
 
 
 @pytest.fixture(scope="module")
@@ -138,33 +68,6 @@ def span_server(tmp_path_factory, span_model):
     server.close()
 
 
-def _expected(ckpt: Path, sentences: list) -> list[dict]:
-    """``tag(spans=True)`` in this process, as the server answers it."""
-    model = SequenceTagger.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    return [
-        {key: sentence[key] for key in ("tokens", "tags", "confidences", "spans")}
-        for sentence in model.tag(sentences, spans=True)
-    ]
-
-
-def _assert_same(answers: list[dict], expected: list[dict]) -> None:
-    """Tokens, tags and spans exactly; confidences to float32 rounding (1e-5 relative).
-
-    A sentence batched with other requests' sentences is padded to another length, and a
-    CRF's marginals then differ in the last bit or two (``tag()`` gives such differences too,
-    for a sentence tagged in another list).
-    """
-    assert len(answers) == len(expected)
-    for answer, wanted in zip(answers, expected, strict=True):
-        assert answer["tokens"] == wanted["tokens"] and answer["tags"] == wanted["tags"]
-        assert answer["confidences"] == pytest.approx(wanted["confidences"], rel=1e-5)
-        assert [(s["start"], s["end"], s["type"]) for s in answer["spans"]] == [
-            (s["start"], s["end"], s["type"]) for s in wanted["spans"]
-        ]
-        spans = [s["confidence"] for s in answer["spans"]]
-        assert spans == pytest.approx([s["confidence"] for s in wanted["spans"]], rel=1e-5)
-
-
 @pytest.mark.parametrize("which", ["pos", "span"])
 def test_answers_equal_tag(request, which):
     server = request.getfixturevalue(f"{which}_server")
@@ -172,7 +75,7 @@ def test_answers_equal_tag(request, which):
     response = server.post({"sentences": SENTENCES})
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert answer["sentences"] == _expected(ckpt, SENTENCES)
+    assert answer["sentences"] == expected(ckpt, SENTENCES)
     lines = [" ".join(tokens) for tokens in SENTENCES]  # text lines, split on whitespace
     assert server.post({"sentences": lines}).json()["sentences"] == answer["sentences"]
     if which == "pos":
@@ -230,7 +133,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(span_serve
         thread.join()
     assert all(answers[n].status_code == 200 for n in answers), answers
     for number, sentences in enumerate(requests):
-        _assert_same(answers[number].json()["sentences"], _expected(span_model, sentences))
+        assert_same(answers[number].json()["sentences"], expected(span_model, sentences))
     assert max(answers[n].json()["batch_requests"] for n in answers) > 1
 
 
@@ -272,88 +175,6 @@ def test_every_malformed_request_gets_its_4xx_and_the_server_goes_on(span_server
     assert span_server.post({"sentences": [["EU"]]}).status_code == 200
 
 
-def test_requests_over_the_limits_get_413_naming_the_limit(tmp_path, pos_model):
-    server = Server(tmp_path, pos_model, "--max_sentences", "3", "--max_tokens", "10")
-    try:
-        server.wait_ready()
-        many = server.post({"sentences": [["a"]] * 4})
-        assert many.status_code == 413
-        assert "over the limit of 3 per request (seqtag serve --max_sentences)" in many.text
-        long = server.post({"sentences": [["a"] * 6, ["b"] * 5]})
-        assert long.status_code == 413 and "more than 10 tokens" in long.text
-        huge = server.post({"sentences": [["x" * 100_000]]})  # over 256 x 10 + 64 KiB bytes
-        assert huge.status_code == 413 and "request body: over" in huge.text
-        assert server.post({"sentences": [["a"] * 5, ["b"] * 5]}).status_code == 200
-        assert server.stop() == 0
-    finally:
-        server.close()
-
-
-def test_health_is_not_ready_before_the_model_is_loaded(tmp_path, span_model):
-    server = Server(tmp_path, span_model)
-    try:
-        before = server.wait_ready()
-        # Until the model is loaded nothing answers, or /health says 503; the moment it
-        # says 200, a request is tagged.
-        assert before and set(before) <= {"refused", "503"}, before
-        assert server.post({"sentences": [["EU"]]}).status_code == 200
-    finally:
-        server.close()
-
-
-def test_sigterm_answers_every_request_in_flight(tmp_path, span_model):
-    server = Server(tmp_path, span_model, "--max_batch_size", "4", "--batch_timeout", "1.0")
-    try:
-        server.wait_ready()
-        sentences = [SENTENCES[0] * 3] * 300
-        answers: list[httpx.Response] = []
-
-        def send() -> None:
-            answers.append(server.post({"sentences": sentences}))
-
-        threads = [threading.Thread(target=send) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.5)  # sent, and waiting in the first batch's second of collection
-        server.process.send_signal(signal.SIGTERM)
-        for thread in threads:
-            thread.join()
-        assert server.process.wait(timeout=90) == 0, server.output()
-        assert [a.status_code for a in answers] == [200] * 6
-        expected = _expected(span_model, sentences[:1])[0]
-        for answer in answers:
-            _assert_same(answer.json()["sentences"], [expected] * 300)
-        assert "Traceback" not in server.output()
-    finally:
-        server.close()
-
-
-def test_a_request_that_waits_too_long_gets_504_and_the_server_goes_on(tmp_path):
-    """A wide network keeps the worker busy for seconds with a request that takes a fraction
-    of that to send, while a second request waits past ``--timeout``."""
-    data = TaggingDataModule(
-        train_path=str(FIXTURES / "tiny.conll2003.txt"), format="columns", tag_scheme="iob2"
-    )
-    wide = SequenceTagger(hidden_size=512, embedding_dim=8, decoder="crf")
-    ckpt = train_checkpoint(tmp_path, data, wide)
-    server = Server(tmp_path, ckpt, "--timeout", "1.0", "--max_tokens", "50000")
-    try:
-        server.wait_ready()
-        answers: dict[str, httpx.Response] = {}
-        slow = {"sentences": [SENTENCES[0] * 4 + SENTENCES[1] * 2] * 1000}  # 40,000 tokens
-        first = threading.Thread(target=lambda: answers.update(first=server.post(slow)))
-        first.start()
-        time.sleep(1.0)  # the first request is being tagged (about 5 s on one thread)
-        answers["queued"] = server.post({"sentences": [["EU"]]})
-        first.join()
-        assert answers["first"].status_code == 200
-        assert answers["queued"].status_code == 504
-        assert answers["queued"].json() == {"detail": "Request timed out"}
-        assert server.post({"sentences": [["EU"]]}).status_code == 200
-    finally:
-        server.close()
-
-
 def test_info_describes_the_checkpoint_served(pos_server, pos_model):
     info = httpx.get(f"{pos_server.url}/info").json()["model"]
     data = pos_model.read_bytes()
@@ -387,41 +208,3 @@ def test_example_client_tags_lines(pos_server):
     lines = done.stdout.splitlines()
     assert [len(line.split()) for line in lines] == [3, 3]
     assert all("/" in pair for line in lines for pair in line.split())
-
-
-def test_command_line_errors_are_one_line(tmp_path, pos_model):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        busy = _seqtag("serve", "--ckpt_path", str(pos_model), "--port", str(port), cwd=tmp_path)
-    _one_line(busy, 1, f"port: cannot listen on 127.0.0.1:{port}")
-    refused = _seqtag(
-        "serve", "--ckpt_path", str(pos_model), "--min_confidence", "0.5", cwd=tmp_path
-    )
-    _one_line(refused, 1, "min_confidence drops low-confidence spans")
-    text = tmp_path / "notes.txt"
-    text.write_text("not a checkpoint\n", encoding="utf-8")
-    _one_line(_seqtag("serve", "--ckpt_path", str(text), cwd=tmp_path), 1, "notes.txt: not a")
-    _one_line(
-        _seqtag("serve", "--ckpt_path", str(pos_model), "--port", "80", cwd=tmp_path), 2, "port:"
-    )
-    assert list(tmp_path.iterdir()) == [text]  # nothing written (no client.py, no logs)
-
-
-def _seqtag(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*SEQTAG, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess, status: int, message: str) -> None:
-    assert result.returncode == status, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("seqtag: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
