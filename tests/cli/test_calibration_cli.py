@@ -63,7 +63,7 @@ def _temperature(path: Path) -> float:
 def _dev_nll(path: Path, dev: Path, temperature: float) -> float:
     model = SequenceTagger.load_from_checkpoint(path)
     data = TaggingDataModule(val_path=str(dev))
-    data.trainer = type("Holder", (), {"lightning_module": model, "callbacks": []})()
+    data.encode_with(model.vocabularies)
     nll = collect_dev_set(model, full_dev_batches(data)).nll(model.tagger)
     with torch.no_grad():
         return float(nll(torch.tensor(temperature, dtype=torch.float64)))

@@ -114,10 +114,10 @@ def test_evaluation_with_fewer_sentences_than_processes_is_a_config_error(monkey
     tiny = REPO / "tests" / "fixtures" / "tiny.conllu"  # 2 sentences
     datamodule = TaggingDataModule(train_path=str(tiny), test_path=str(tiny))
     datamodule.setup("fit")
-    monkeypatch.setattr("seqtag.data.batching._world", lambda: (3, 0))
+    monkeypatch.setattr("seqtag.data.sampling.world", lambda: (3, 0))
     with pytest.raises(ConfigError, match=r"2 sentence.*3 processes"):
         datamodule.test_dataloader()
-    monkeypatch.setattr("seqtag.data.batching._world", lambda: (2, 1))
+    monkeypatch.setattr("seqtag.data.sampling.world", lambda: (2, 1))
     assert [len(batch) for batch in datamodule.test_dataloader().sampler] == [1]
 
 
