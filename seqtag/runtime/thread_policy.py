@@ -184,6 +184,24 @@ class ThreadController:
             return None
         return self._apply(target)
 
+    def adapt(self, interval_s: float) -> None:
+        """Once ``interval_s`` has passed since the last sample (a shorter first window),
+        re-estimate the other processes' load and set torch's intra-op threads to match: what a
+        trainer does before each batch, and a server worker before each batch it tags."""
+        elapsed = self.seconds_since_sample()
+        wait = interval_s if self.decided else min(interval_s, FIRST_WINDOW_S)
+        if elapsed is None or elapsed < wait:
+            return
+        threads = self.update()
+        if threads is not None:
+            log.debug(
+                "other processes use %.1f of %d cores: %d intra-op thread(s)",
+                self.others_busy or 0.0,
+                self.cores,
+                threads,
+            )
+            torch.set_num_threads(threads)
+
     def _apply(self, target: int) -> int | None:
         self._pending = None
         if target == self.threads:
@@ -260,19 +278,7 @@ class ThreadPolicy(Callback):
         controller = self.controller
         if controller is None:
             return
-        elapsed = controller.seconds_since_sample()
-        wait = self.interval_s if controller.decided else min(self.interval_s, FIRST_WINDOW_S)
-        if elapsed is None or elapsed < wait:
-            return
-        threads = controller.update()
-        if threads is not None:
-            log.debug(
-                "other processes use %.1f of %d cores: %d intra-op thread(s)",
-                controller.others_busy or 0.0,
-                controller.cores,
-                threads,
-            )
-            torch.set_num_threads(threads)
+        controller.adapt(self.interval_s)
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._check()

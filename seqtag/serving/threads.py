@@ -12,16 +12,13 @@ own HTTP processes among them), checked before each batch of requests at most ev
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
-from seqtag.runtime.thread_policy import FIRST_WINDOW_S, ThreadController
+from seqtag.runtime.thread_policy import ThreadController
 from seqtag.runtime.threads import THREADS_VARIABLE, explicit_threads, thread_budget, usable_cores
-
-log = logging.getLogger(__name__)
 
 __all__ = ["ThreadSettings", "WorkerThreads"]
 
@@ -74,17 +71,4 @@ class WorkerThreads:
         controller = self.controller
         if controller is None:
             return
-        elapsed = controller.seconds_since_sample()
-        interval = self.settings.interval_s
-        wait = interval if controller.decided else min(interval, FIRST_WINDOW_S)
-        if elapsed is None or elapsed < wait:
-            return
-        threads = controller.update()
-        if threads is not None:
-            log.debug(
-                "other processes use %.1f of %d cores: %d intra-op thread(s)",
-                controller.others_busy or 0.0,
-                controller.cores,
-                threads,
-            )
-            torch.set_num_threads(threads)
+        controller.adapt(self.settings.interval_s)
