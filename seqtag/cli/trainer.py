@@ -16,6 +16,7 @@ from typing import Literal
 import lightning.pytorch as pl
 
 from seqtag.options import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
+from seqtag.serving.requests import Limits  # plain data: no serving extra needed
 
 __all__ = ["SeqtagTrainer"]
 
@@ -91,8 +92,8 @@ class SeqtagTrainer(pl.Trainer):
         workers: PositiveInt = 1,
         max_batch_size: PositiveInt = 32,
         batch_timeout: NonNegativeFloat = 0.0,
-        max_tokens: PositiveInt = 25_000,
-        max_sentences: PositiveInt = 1000,
+        max_tokens: PositiveInt = Limits.max_tokens,
+        max_sentences: PositiveInt = Limits.max_sentences,
         timeout: PositiveFloat = 30.0,
         confidences: bool = True,
         min_confidence: Probability | None = None,
