@@ -66,9 +66,14 @@ class SeqtagCLI(LightningCLI):
     - ``optimizer:`` and ``lr_scheduler:`` are Lightning's usual sections, linked to the
       model's ``optimizer``/``lr_scheduler`` arguments (``link_to``), so the model makes them
       in ``configure_optimizers``, after its network exists.
-    - ``checkpoint:`` configures a ``ModelCheckpoint`` (``best.ckpt``/``last.ckpt`` in a fixed
-      folder); ``seqtag fit`` refuses to start in a folder that already holds an earlier run's
-      checkpoints, unless it resumes that run with ``--ckpt_path``.
+    - ``checkpoint:`` configures the ``ModelCheckpoint`` that keeps the best model
+      (``best.ckpt``, by ``checkpoint.monitor``) in a fixed folder; ``seqtag fit`` refuses to
+      start in a folder that already holds an earlier run's checkpoints, unless it resumes that
+      run with ``--ckpt_path``.
+    - ``last_checkpoint:`` is a second, unmonitored ``ModelCheckpoint`` writing ``last.ckpt``
+      in the same folder after every epoch (or every ``last_checkpoint.every_n_train_steps``).
+      Lightning's ``save_last`` copies only when the monitored callback saves, so an epoch
+      that does not improve the score would leave ``last.ckpt`` behind the run it resumes.
     - ``prediction:`` configures the :class:`~seqtag.prediction.writer.PredictionWriter`.
     - ``model:`` defaults to :class:`~seqtag.SequenceTagger`, and with ``--ckpt_path`` the
       model's hyper-parameters and the data's file-format options come from the checkpoint
@@ -122,14 +127,17 @@ class SeqtagCLI(LightningCLI):
             LRSchedulerTypeTuple, nested_key="lr_scheduler", link_to="model.init_args.lr_scheduler"
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
         parser.set_defaults(
             {
                 "model": {"class_path": "seqtag.SequenceTagger"},
                 "checkpoint.monitor": "val_acc",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
                 "checkpoint.enable_version_counter": False,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "prediction")

@@ -44,6 +44,7 @@ def check_run_options(subcommand: str | None, config: Mapping[str, Any]) -> None
     try:
         _check_trainer(_section(config, "trainer"))
         _check_checkpoint(_section(config, "checkpoint"))
+        _check_checkpoint(_section(config, "last_checkpoint"), "last_checkpoint")
         if subcommand in (None, "fit"):
             _check_monitor(config)
         _check_model_size(config.get("model"))
@@ -123,16 +124,16 @@ def _available(registry: Any, name: str) -> bool:
         return False
 
 
-def _check_checkpoint(checkpoint: Mapping[str, Any]) -> None:
-    _at_least(checkpoint, "checkpoint.every_n_train_steps", 0, optional=True)
-    _at_least(checkpoint, "checkpoint.every_n_epochs", 0, optional=True)
+def _check_checkpoint(checkpoint: Mapping[str, Any], section: str = "checkpoint") -> None:
+    _at_least(checkpoint, f"{section}.every_n_train_steps", 0, optional=True)
+    _at_least(checkpoint, f"{section}.every_n_epochs", 0, optional=True)
     if "save_top_k" in checkpoint:
         top_k = checkpoint["save_top_k"]
         if not _is_int(top_k) or top_k < -1:
-            raise _refuse("checkpoint.save_top_k", "an integer >= -1 (-1: keep every one)", top_k)
+            raise _refuse(f"{section}.save_top_k", "an integer >= -1 (-1: keep every one)", top_k)
     mode = checkpoint.get("mode", "min")
     if mode not in ("min", "max"):
-        raise _refuse("checkpoint.mode", "min or max", mode)
+        raise _refuse(f"{section}.mode", "min or max", mode)
 
 
 def _check_monitor(config: Mapping[str, Any]) -> None:

@@ -55,6 +55,30 @@ def test_fit_writes_best_and_last_checkpoints(trained):
     assert (best.parent / "last.ckpt").is_file()
 
 
+def test_last_checkpoint_follows_every_epoch_even_when_the_score_does_not_improve(
+    ewt_slice, tmp_path
+):
+    """With a learning rate of 0 only the first epoch "improves" val_acc: best.ckpt stays at
+    epoch 0, and last.ckpt (what a resumed run continues from) must still be the last epoch."""
+    run = tmp_path / "frozen"
+    main(
+        [
+            "fit",
+            *_args(ewt_slice, run),
+            "--optimizer=SGD",
+            "--optimizer.lr=0",
+            "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=2",
+        ]
+    )
+    folder = run / "checkpoints"
+    best = torch.load(folder / "best.ckpt", weights_only=True, map_location="cpu")
+    last = torch.load(folder / "last.ckpt", weights_only=True, map_location="cpu")
+    assert (best["epoch"], best["global_step"]) == (0, 3)
+    assert (last["epoch"], last["global_step"]) == (2, 9)
+    assert sorted(path.name for path in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_checkpoint_is_plain_data_with_vocabularies(trained):
     _, best = trained
     checkpoint = torch.load(best, weights_only=True, map_location="cpu")

@@ -65,10 +65,10 @@ CASES = [
     ),
     (
         "every-n-train-steps-negative",
-        ["--checkpoint.every_n_train_steps=-1"],
+        ["--last_checkpoint.every_n_train_steps=-1"],
         {},
         2,
-        ["checkpoint.every_n_train_steps: must be an integer >= 0, got -1"],
+        ["last_checkpoint.every_n_train_steps: must be an integer >= 0, got -1"],
     ),
     (
         "every-n-epochs-negative",

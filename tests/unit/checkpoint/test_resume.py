@@ -218,7 +218,7 @@ def _fit(ewt_slice, run: Path, helpers: Path, *extra: str) -> subprocess.Complet
         f"--trainer.default_root_dir={run}",
         f"--trainer.logger.init_args.save_dir={run}",
         f"--checkpoint.dirpath={run / 'checkpoints'}",
-        "--checkpoint.every_n_train_steps=5",
+        "--last_checkpoint.every_n_train_steps=5",
         "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
         "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
         f"--trainer.callbacks.path={run / 'final.pt'}",
@@ -334,7 +334,7 @@ def test_killed_while_saving_keeps_the_previous_last_checkpoint(
 SHORT_EPOCHS = (
     "--trainer.max_epochs=3",
     "--trainer.limit_train_batches=12",
-    "--checkpoint.every_n_train_steps=2",
+    "--last_checkpoint.every_n_train_steps=2",
 )
 SHORT_EPOCH_KILL = (
     "--trainer.callbacks+=resume_helpers.KillAtValidation",

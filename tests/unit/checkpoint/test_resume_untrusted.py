@@ -67,9 +67,16 @@ def _edited(source: Path, target: Path, edit) -> Path:
     return target
 
 
+def _model_checkpoint_states(checkpoint: dict) -> list[dict]:
+    """The states of the run's ModelCheckpoints (best.ckpt's, then last.ckpt's for seqtag's)."""
+    keys = sorted(k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint"))
+    return [checkpoint["callbacks"][key] for key in keys]
+
+
 def _model_checkpoint_state(checkpoint: dict) -> dict:
-    (key,) = [k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint")]
-    return checkpoint["callbacks"][key]
+    """The state of the run's monitored ModelCheckpoint (the one writing best.ckpt)."""
+    (state,) = [s for s in _model_checkpoint_states(checkpoint) if s.get("monitor")]
+    return state
 
 
 # -- S4: files outside the new run's folder -------------------------------------------------
@@ -92,22 +99,26 @@ def victims(tmp_path, trained_run) -> dict[str, Path]:
 
 def _point_elsewhere(new: Path, victims: dict[str, Path]):
     def edit(checkpoint: dict) -> None:
-        state = _model_checkpoint_state(checkpoint)
         climbed = f"{new}/../../models/climbed.ckpt"  # inside NEW for Lightning's own test
-        state.update(
-            dirpath=str(new),  # so Lightning restores every entry
-            best_model_path=str(victims["other_last"]),
-            last_model_path=climbed,
-            kth_best_model_path=str(victims["model"]),
-            best_k_models={
-                str(victims["other_last"]): torch.tensor(0.0, dtype=torch.float64),
-                str(victims["model"]): torch.tensor(0.0, dtype=torch.float64),
-                climbed: torch.tensor(0.0, dtype=torch.float64),
-            },
-            best_model_score=torch.tensor(0.0, dtype=torch.float64),
-        )
+        for state in _model_checkpoint_states(checkpoint):
+            _plant(state, new, victims, climbed)
 
     return edit
+
+
+def _plant(state: dict, new: Path, victims: dict[str, Path], climbed: str) -> None:
+    state.update(
+        dirpath=str(new),  # so Lightning restores every entry
+        best_model_path=str(victims["other_last"]),
+        last_model_path=climbed,
+        kth_best_model_path=str(victims["model"]),
+        best_k_models={
+            str(victims["other_last"]): torch.tensor(0.0, dtype=torch.float64),
+            str(victims["model"]): torch.tensor(0.0, dtype=torch.float64),
+            climbed: torch.tensor(0.0, dtype=torch.float64),
+        },
+        best_model_score=torch.tensor(0.0, dtype=torch.float64),
+    )
 
 
 def test_fit_from_a_checkpoint_naming_other_files_writes_only_its_own_folder(
@@ -124,8 +135,9 @@ def test_fit_from_a_checkpoint_naming_other_files_writes_only_its_own_folder(
     assert result.returncode == 0, result.stderr[-3000:]
     assert {name: digest(path) for name, path in victims.items()} == before
     warning = [line for line in result.stderr.splitlines() if "outside" in line]
-    assert len(warning) == 1 and str(crafted) in warning[0], result.stderr
-    assert str(victims["model"]) in warning[0]
+    # One warning per planted ModelCheckpoint state: best.ckpt's and last.ckpt's callbacks.
+    assert len(warning) == 2, result.stderr
+    assert all(str(crafted) in line and str(victims["model"]) in line for line in warning)
     assert sorted(p.name for p in new.iterdir()) == ["best.ckpt", "last.ckpt"]
     written = torch.load(new / "last.ckpt", weights_only=True)
     state = _model_checkpoint_state(written)
