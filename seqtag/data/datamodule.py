@@ -19,18 +19,13 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from seqtag.data.batching import EncodedDataset, EncodedSentence, collate, encode_sentence
+from seqtag.data.counts import CorpusCounter, CorpusCounts
 from seqtag.data.io.formats import CorpusFormat, Sentence
 from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
-from seqtag.data.partial import (
-    GoldEncoder,
-    GoldTags,
-    check_missing_tag,
-    gold_strings,
-    training_types,
-)
+from seqtag.data.partial import GoldEncoder, check_missing_tag, gold_strings
 from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
 from seqtag.data.schemes import normalize_scheme
-from seqtag.data.spec import DataSpec, build_spec, check_agreement
+from seqtag.data.spec import DataSpec, check_agreement, spec_from_counts
 from seqtag.data.splits import hold_out, is_given, read_split, sentence_reader, source_name
 from seqtag.data.streaming import (
     DEFAULT_CHUNK_SIZE,
@@ -263,7 +258,6 @@ class TaggingDataModule(pl.LightningDataModule):
         Reads the training split (and, for the vectors, the words of every configured split)
         and the vector file; see :func:`~seqtag.data.spec.build_spec`.
         """
-        train = self.sentences("train")
         train_scheme = self.train_scheme or self.corpus_scheme
         other_words = (
             token
@@ -272,16 +266,21 @@ class TaggingDataModule(pl.LightningDataModule):
             for sentence in self.sentences(split)
             for token in sentence.tokens
         )
-        types = training_types((s.tags for s in train), self.corpus_scheme, self.missing_tag)
-        gold = GoldTags(self.corpus_scheme, train_scheme, self.missing_tag, types)
-        return build_spec(
-            [s.tokens for s in train],
-            [gold.vocabulary_tags(s.tags) for s in train],
+        return spec_from_counts(
+            self._train_counts(),
             other_words,
             self.hparams,
             corpus_scheme=self.corpus_scheme,
             train_scheme=train_scheme,
         )
+
+    def _train_counts(self) -> CorpusCounts:
+        """The training split's counts (see :mod:`seqtag.data.counts`)."""
+        train_scheme = self.train_scheme or self.corpus_scheme
+        counter = CorpusCounter(self.corpus_scheme, train_scheme, self.missing_tag)
+        for sentence in self.sentences("train"):
+            counter.add(sentence)
+        return counter.counts()
 
     @property
     def has_dev_data(self) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -326,59 +326,84 @@ def check_gold_tags(
 def check_corpus_tags(
     path: str, sentences: Sequence[Any], scheme: str, columns: bool, missing_tag: str | None
 ) -> None:
-    """Refuse known tags that are not valid in the corpus scheme, or a file in another scheme."""
-    for sentence in sentences:
-        try:
-            validate_tags((t for t in sentence.tags if t != missing_tag), scheme)
-        except TagSchemeError as err:
-            raise CorpusFormatError(
-                path, sentence.line, f"in the sentence starting on this line: {err}"
-            ) from None
-    check_declared_scheme(path, sentences, scheme, columns, missing_tag)
+    """Refuse known tags that are not valid in the corpus scheme, or a file in another scheme.
+
+    One pass over ``sentences`` (each is validated as the scheme check reads it), so they may
+    be a lazy stream read once (:func:`seqtag.data.splits.scan_split`)."""
+
+    def validated() -> Iterator[Any]:
+        for sentence in sentences:
+            try:
+                validate_tags((t for t in sentence.tags if t != missing_tag), scheme)
+            except TagSchemeError as err:
+                raise CorpusFormatError(
+                    path, sentence.line, f"in the sentence starting on this line: {err}"
+                ) from None
+            yield sentence
+
+    check_declared_scheme(path, validated(), scheme, columns, missing_tag)
 
 
-def screen_partial(
-    split: str, path: str, sentences: list[Any], missing_tag: str | None
-) -> list[Any]:
-    """Count and report a split's unknown tags; drop training sentences without a known tag.
+class PartialScreen:
+    """Counts a split's unknown tags sentence by sentence; drops training sentences without a
+    known tag.
 
     A sentence without any known tag teaches nothing, and most likely was never annotated: it
     is left out of training and said so (evaluation keeps it; the metrics skip it). A split
     where no sentence has a known tag is refused, naming the file: there is nothing to learn
     from, and nothing to score (evaluation would report an accuracy of 0 and an ECE of NaN
     over no token; ``seqtag calibrate`` refuses such a dev set for the same reason).
+
+    Sentence by sentence (:meth:`keep`, then :meth:`finish` once), so a training corpus can be
+    screened as it streams past (:func:`seqtag.data.splits.scan_split`).
     """
-    if missing_tag is None:
-        return sentences
-    counts = [sentence.tags.count(missing_tag) for sentence in sentences]
-    unknown = sum(counts)
-    if not unknown:
-        return sentences
-    empty = sum(n == len(s.tags) for n, s in zip(counts, sentences, strict=True))
-    partial = sum(0 < n < len(s.tags) for n, s in zip(counts, sentences, strict=True))
-    log.info(
-        "%s: %d tokens have an unknown tag (%r), in %d partially tagged sentences and %d "
-        "sentences without a known tag",
-        split,
-        unknown,
-        missing_tag,
-        partial,
-        empty,
-    )
-    if empty == len(sentences):
-        purpose = "learn from" if split == "train" else "score"
-        raise CorpusFormatError(
-            path,
-            None,
-            f"no sentence has a known tag: every tag is the marker {missing_tag!r}, so there "
-            f"is nothing to {purpose}",
+
+    def __init__(self, split: str, path: str, missing_tag: str | None) -> None:
+        self.split = split
+        self.path = path
+        self.missing_tag = missing_tag
+        self.sentences = self.unknown = self.empty = self.partial = 0
+
+    def keep(self, sentence: Any) -> bool:
+        """Count one sentence's unknown tags; whether the split keeps it."""
+        self.sentences += 1
+        if self.missing_tag is None:
+            return True
+        count = sentence.tags.count(self.missing_tag)
+        if not count:
+            return True
+        self.unknown += count
+        if count < len(sentence.tags):
+            self.partial += 1
+            return True
+        self.empty += 1
+        return self.split != "train"
+
+    def finish(self) -> None:
+        """Report the split's unknown tags; refuse a split without a known tag."""
+        if not self.unknown:
+            return
+        log.info(
+            "%s: %d tokens have an unknown tag (%r), in %d partially tagged sentences and %d "
+            "sentences without a known tag",
+            self.split,
+            self.unknown,
+            self.missing_tag,
+            self.partial,
+            self.empty,
         )
-    if split != "train" or not empty:
-        return sentences
-    log.warning(
-        "%s: %d sentences have no known tag (every tag is %r): left out of training",
-        path,
-        empty,
-        missing_tag,
-    )
-    return [s for n, s in zip(counts, sentences, strict=True) if n < len(s.tags)]
+        if self.empty == self.sentences:
+            purpose = "learn from" if self.split == "train" else "score"
+            raise CorpusFormatError(
+                self.path,
+                None,
+                f"no sentence has a known tag: every tag is the marker {self.missing_tag!r}, "
+                f"so there is nothing to {purpose}",
+            )
+        if self.split == "train" and self.empty:
+            log.warning(
+                "%s: %d sentences have no known tag (every tag is %r): left out of training",
+                self.path,
+                self.empty,
+                self.missing_tag,
+            )

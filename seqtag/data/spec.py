@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from seqtag.data.counts import CorpusCounts
 from seqtag.data.vocab import DEFAULT_MAX_WORD_LENGTH, Vocabularies, Vocabulary
 from seqtag.errors import ConfigError
 
@@ -102,7 +103,31 @@ def build_spec(
     corpus_scheme: str | None,
     train_scheme: str | None,
 ) -> DataSpec:
-    """Vocabularies and initial vectors from the training sentences and the vector file.
+    """Vocabularies and initial vectors from training sentences in memory: their counts
+    (:meth:`CorpusCounts.of <seqtag.data.counts.CorpusCounts.of>`) made a spec by
+    :func:`spec_from_counts`.
+
+    Args:
+        train_tokens: the training sentences' tokens.
+        train_tags: their tags, already in ``train_scheme``.
+        other_words: tokens of the other splits, read only when there are vectors.
+        options: the DataModule's settings (see :func:`spec_from_counts`).
+    """
+    counts = CorpusCounts.of(train_tokens, train_tags)
+    return spec_from_counts(
+        counts, other_words, options, corpus_scheme=corpus_scheme, train_scheme=train_scheme
+    )
+
+
+def spec_from_counts(
+    counts: CorpusCounts,
+    other_words: Iterable[str],
+    options: Mapping[str, Any],
+    *,
+    corpus_scheme: str | None,
+    train_scheme: str | None,
+) -> DataSpec:
+    """Vocabularies and initial vectors from a training corpus's counts and the vector file.
 
     Words: every training word seen ``min_freq`` times, plus every word of ``other_words``
     (the other splits) and of the training split that has a pretrained vector, plus the
@@ -111,11 +136,12 @@ def build_spec(
     the training scheme.
 
     Args:
-        train_tokens: the training sentences' tokens.
-        train_tags: their tags, already in ``train_scheme``.
+        counts: the training corpus's counts (:func:`seqtag.data.counts.count_corpus`).
         other_words: tokens of the other splits, read only when there are vectors.
         options: the DataModule's settings (``min_freq``, ``vectors``, ``vectors_format``,
             ``vectors_cache``, ``vectors_top_k``, ``seed`` and the encoding settings).
+        corpus_scheme: the scheme of the corpus files.
+        train_scheme: the scheme the tags of ``counts`` are in, which the model predicts.
     """
     from seqtag.data.vectors.alignment import align_vectors, pretrained_words_in
     from seqtag.data.vectors.embeddings import load_vectors
@@ -123,7 +149,9 @@ def build_spec(
     settings = dict(ENCODING_DEFAULTS)
     settings.update({key: options[key] for key in ENCODING_DEFAULTS if options[key] is not None})
     norm = str.lower if settings["lowercase"] else (lambda w: w)
-    word_counts = Counter(norm(token) for tokens in train_tokens for token in tokens)
+    word_counts: Counter[str] = Counter()
+    for word, n in counts.words.items():  # first-seen order is kept, as counting text does
+        word_counts[norm(word)] += n
     extra: set[str] = set()
     vectors = None
     if options["vectors"]:
@@ -142,12 +170,10 @@ def build_spec(
         fallback=True,
         unknown_shapes=settings["unknown_shapes"],
     )
-    char_counts = Counter(c for tokens in train_tokens for token in tokens for c in token)
-    tag_counts = Counter(tag for tags in train_tags for tag in tags)
     vocabularies = Vocabularies(
         words=words,
-        tags=Vocabulary(sorted(tag_counts), pad=None, unk=None),
-        chars=Vocabulary.from_counts(char_counts),
+        tags=Vocabulary(sorted(counts.tags), pad=None, unk=None),
+        chars=Vocabulary.from_counts(counts.chars),
         lowercase=settings["lowercase"],
         tag_scheme=train_scheme,
         corpus_scheme=corpus_scheme,

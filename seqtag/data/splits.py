@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from seqtag.data.io.formats import Sentence, iter_corpus, read_corpus
+from seqtag.data.io.formats import Sentence, iter_corpus
 from seqtag.data.io.memory import is_in_memory, iter_memory, read_memory
-from seqtag.data.partial import check_gold_tags, screen_partial
+from seqtag.data.partial import PartialScreen, check_gold_tags
 from seqtag.errors import ConfigError, CorpusFormatError
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,32 @@ def read_split(
         corpus_scheme: the tag scheme the gold tags must be in (``None``: POS-style tags).
         missing_tag: the marker of unknown tags.
     """
+    sentences: list[Sentence] = []
+    scan_split(split, source, options, corpus_scheme, missing_tag, sentences.append)
+    return sentences
+
+
+def scan_split(
+    split: str,
+    source: Any,
+    options: Mapping[str, Any],
+    corpus_scheme: str | None,
+    missing_tag: str | None,
+    visit: Callable[[Sentence], object],
+) -> None:
+    """Read a split once, lazily, with :func:`read_split`'s checks, handing each sentence the
+    split keeps to ``visit``; nothing is held, so a training corpus larger than memory can be
+    counted and encoded (:mod:`seqtag.data.counts`, :mod:`seqtag.data.corpus_cache`).
+
+    The checks that judge the whole file (the declared scheme, a split without a known tag)
+    raise once the file is read, after ``visit`` saw its sentences: a caller keeps what it
+    built only when this returns.
+    """
     tagged = split != "predict"
     name = source_name(split, source)
     if is_in_memory(source):
         fmt = MEMORY_FORMAT
-        sentences = read_memory(
+        sentences: Iterable[Sentence] = read_memory(
             split,
             source,
             token_key=options["token_key"],
@@ -68,7 +90,7 @@ def read_split(
         )
     else:
         fmt = (options["predict_format"] or options["format"]) if not tagged else options["format"]
-        sentences = read_corpus(
+        sentences = iter_corpus(
             source,
             fmt,
             tag_field=options["tag_field"],
@@ -77,15 +99,27 @@ def read_split(
             require_tags=tagged,
             missing_tag=missing_tag,
         )
-    if tagged:
-        try:
-            check_gold_tags(name, sentences, corpus_scheme, fmt, options["tag_field"], missing_tag)
-            sentences = screen_partial(split, name, sentences, missing_tag)
-        except CorpusFormatError as err:
-            raise _in_memory_error(split, name, err) if is_in_memory(source) else err from None
-    tokens = sum(len(s.tokens) for s in sentences)
-    log.info("%s: read %d sentences, %d tokens from %s", split, len(sentences), tokens, name)
-    return sentences
+    count = tokens = 0
+    screen = PartialScreen(split, name, missing_tag if tagged else None)
+
+    def kept() -> Iterator[Sentence]:
+        nonlocal count, tokens
+        for sentence in sentences:
+            if screen.keep(sentence):
+                visit(sentence)
+                count += 1
+                tokens += len(sentence.tokens)
+                yield sentence
+
+    stream = kept()
+    try:
+        if tagged:  # the scheme checks read the stream when there is a scheme
+            check_gold_tags(name, stream, corpus_scheme, fmt, options["tag_field"], missing_tag)
+        deque(stream, maxlen=0)  # the rest, or all of it
+        screen.finish()
+    except CorpusFormatError as err:
+        raise _in_memory_error(split, name, err) if is_in_memory(source) else err from None
+    log.info("%s: read %d sentences, %d tokens from %s", split, count, tokens, name)
 
 
 def hold_out(
