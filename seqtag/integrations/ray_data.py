@@ -89,7 +89,7 @@ class RayTagger:
             rows are sorted by length and cut into batches of this size, so a Ray
             ``batch_size`` several times larger means less padding.
         confidences: also add each token's confidence (the tag's probability; with a CRF its
-            marginal).
+            marginal, a forward-backward pass that is skipped without them).
         device: ``"auto"`` (CUDA when the actor sees a GPU, else the CPU), ``"cpu"`` or
             ``"cuda"``.
         tags_column: the name of the new column of tags; must not be in the input.
@@ -135,13 +135,16 @@ class RayTagger:
             _tokens(row, position, table, self.tokens_column)
             for position, row in enumerate(table.column(self.tokens_column))
         ]
-        tagged = self.model.tag(sentences, batch_size=self.model_batch_size)
+        # Without confidences, tag() skips their work (a CRF's forward-backward pass).
+        tagged = self.model.tag(
+            sentences, batch_size=self.model_batch_size, confidences=self.confidences
+        )
+        if not self.confidences:
+            return table.with_columns({self.tags_column: (tagged, "string")})
         added = {
-            self.tags_column: ([[tag for tag, _ in sentence] for sentence in tagged], "string")
+            self.tags_column: ([[tag for tag, _ in sentence] for sentence in tagged], "string"),
+            self.confidences_column: ([[p for _, p in sentence] for sentence in tagged], "float64"),
         }
-        if self.confidences:
-            confidences = [[p for _, p in sentence] for sentence in tagged]
-            added[self.confidences_column] = (confidences, "float64")
         return table.with_columns(added)
 
     def _check_columns(self, names: list[str]) -> None:

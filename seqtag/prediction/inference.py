@@ -47,14 +47,19 @@ class PredictionOptions:
 
 
 def tag_sentences(
-    model: SequenceTagger, sentences: Sequence[Sequence[str]], batch_size: int
-) -> list[list[tuple[str, float]]]:
-    """``(tag, confidence)`` per token of each sentence, in input order (empty stay empty)."""
+    model: SequenceTagger,
+    sentences: Sequence[Sequence[str]],
+    batch_size: int,
+    confidences: bool = True,
+) -> list[list[tuple[str, float]]] | list[list[str]]:
+    """``(tag, confidence)`` per token of each sentence, in input order (empty stay empty);
+    with ``confidences=False`` the tags alone, found without the confidences' extra work (a
+    CRF's forward-backward pass)."""
     vocab = model.vocabularies
     encoded = [
         encode_sentence(vocab, i, tokens) for i, tokens in enumerate(sentences) if len(tokens) > 0
     ]
-    results: list[list[tuple[str, float]]] = [[] for _ in sentences]
+    results: list[Any] = [[] for _ in sentences]
     if not encoded:
         return results
     was_training = model.training
@@ -64,9 +69,11 @@ def tag_sentences(
         for positions in sampler:
             batch = collate([encoded[p] for p in positions])
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            for sentence in predict_batch(model, batch, confidences=True, spans=False):
-                results[sentence["index"]] = list(
-                    zip(sentence["tags"], sentence["confidences"], strict=True)
+            for sentence in predict_batch(model, batch, confidences, spans=False):
+                results[sentence["index"]] = (
+                    list(zip(sentence["tags"], sentence["confidences"], strict=True))
+                    if confidences
+                    else sentence["tags"]
                 )
     finally:
         model.train(was_training)
@@ -79,6 +86,7 @@ def predict_batch(
     confidences: bool,
     *,
     spans: bool = True,
+    span_confidences: bool = True,
     min_confidence: float | None = None,
     uncertainty: bool = False,
 ) -> list[dict[str, Any]]:
@@ -91,6 +99,10 @@ def predict_batch(
             (exclusive), "type", "confidence"}`` dicts (:meth:`Tagger.span_confidence`: exact
             with a CRF, a per-token product with softmax); ``None`` for POS-style tags or
             when not asked for.
+        span_confidences: whether the spans carry their ``confidence``; without it they are
+            ``{"start", "end", "type"}`` and cost nothing beyond the tags (with a CRF the
+            exact confidence is two forward passes per span). ``min_confidence`` still
+            computes them to drop spans, but they are left out of the answer.
         min_confidence: spans below it are dropped, from ``spans`` and from the tags (their
             tokens become ``O``, with the probability of ``O`` as their confidence); span
             tasks only.
@@ -108,7 +120,7 @@ def predict_batch(
                 "index": index,
                 "tokens": [],
                 "tags": [],
-                "confidences": [],
+                "confidences": [] if confidences else None,
                 "spans": [] if with_spans else None,
                 "uncertainty": 0.0 if uncertainty else None,
             }
@@ -121,9 +133,12 @@ def predict_batch(
         best, confidence = model.tagger.predict(emissions, mask), None
     found: list[list[dict[str, Any]] | None] = [None] * len(best)
     if with_spans:
-        found = _spans(model, emissions, mask, best, lengths)
+        scored = span_confidences or min_confidence is not None
+        found = _spans(model, emissions, mask, best, lengths, scored)
         if min_confidence is not None:
             found = _drop_spans(model, emissions, mask, best, confidence, found, min_confidence)
+        if scored and not span_confidences:
+            found = [[_unscored(span) for span in sentence] for sentence in found]
     rows: list[Any] = confidence.float().tolist() if confidence is not None else [None] * len(best)
     doubt: list[Any] = [None] * len(best)
     if uncertainty:
@@ -159,10 +174,21 @@ def _span_tags(tags: tuple[str, ...], scheme: str) -> SpanTags:
     return SpanTags(tags, scheme)
 
 
+def _unscored(span: dict[str, Any]) -> dict[str, Any]:
+    """A span without its ``confidence`` (computed only to drop unsure spans)."""
+    return {key: value for key, value in span.items() if key != "confidence"}
+
+
 def _spans(
-    model: SequenceTagger, emissions: Tensor, mask: Tensor, best: Tensor, lengths: Tensor
+    model: SequenceTagger,
+    emissions: Tensor,
+    mask: Tensor,
+    best: Tensor,
+    lengths: Tensor,
+    scored: bool = True,
 ) -> list[list[dict[str, Any]]]:
-    """The chunks of each row's best tags, with their confidence, in one call for the batch."""
+    """The chunks of each row's best tags, with their confidence (``scored``) computed in one
+    call for the batch."""
     vocab = model.vocabularies
     span_tags = _span_tags(tuple(vocab.tags), vocab.tag_scheme)
     ids = best.tolist()
@@ -170,6 +196,11 @@ def _spans(
         get_spans(vocab.tags.decode(row[:n]), vocab.tag_scheme)
         for row, n in zip(ids, lengths.tolist(), strict=True)
     ]
+    if not scored:
+        return [
+            [{"start": start, "end": end, "type": type_} for type_, start, end in sentence]
+            for sentence in found
+        ]
     flat = [(row, span) for row, sentence in enumerate(found) for span in sentence]
     if not flat:
         return [[] for _ in found]
@@ -228,8 +259,10 @@ def tag_stream(
     sentences: Iterable[Sequence[str]] | Iterable[str],
     batch_size: int,
     chunk_size: int,
-) -> Iterator[list[tuple[str, float]]]:
-    """``(tag, confidence)`` lists, one per sentence, in input order, ``chunk_size`` at a time.
+    confidences: bool = True,
+) -> Iterator[list[tuple[str, float]]] | Iterator[list[str]]:
+    """``(tag, confidence)`` lists (tag lists with ``confidences=False``), one per sentence, in
+    input order, ``chunk_size`` at a time.
 
     Reads ``chunk_size`` sentences, tags them in length-sorted batches, yields their results
     and only then reads on: memory is bounded by the chunk, whatever the input's length. The
@@ -242,7 +275,7 @@ def tag_stream(
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     token_lists = iter_token_lists(sentences)
     while block := list(itertools.islice(token_lists, chunk_size)):
-        yield from tag_sentences(model, block, batch_size)
+        yield from tag_sentences(model, block, batch_size, confidences)
 
 
 def in_input_order(predictions: Iterable[Iterable[Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -111,12 +111,17 @@ def _checked(index: int, tokens: Any) -> list[str]:
 
 
 def predict_sentences(
-    model: SequenceTagger, sentences: Sequence[Sequence[str]], batch_size: int
+    model: SequenceTagger,
+    sentences: Sequence[Sequence[str]],
+    batch_size: int,
+    confidences: bool = True,
 ) -> list[dict[str, Any]]:
     """``trainer.predict``'s dict for each sentence (tags, confidences, spans), in input order.
 
     Sentences are batched by length as :func:`~seqtag.prediction.inference.tag_sentences`
-    batches them; an empty sentence gets empty lists (and no spans).
+    batches them; an empty sentence gets empty lists (and no spans). ``confidences=False``
+    skips every probability (a CRF's forward-backward pass, its passes per span):
+    ``confidences`` is ``None`` and the spans have no ``confidence``.
     """
     with_spans = bool(model.vocabularies.corpus_scheme)
     results: list[dict[str, Any]] = [
@@ -124,7 +129,7 @@ def predict_sentences(
             "index": i,
             "tokens": [],
             "tags": [],
-            "confidences": [],
+            "confidences": [] if confidences else None,
             "spans": [] if with_spans else None,
             "uncertainty": None,
         }
@@ -145,7 +150,10 @@ def predict_sentences(
                 key: value.to(model.device) if isinstance(value, Tensor) else value
                 for key, value in collate([encoded[p] for p in positions]).items()
             }
-            for sentence in predict_batch(model, batch, confidences=True, spans=True):
+            found = predict_batch(
+                model, batch, confidences, spans=True, span_confidences=confidences
+            )
+            for sentence in found:
                 results[sentence["index"]] = sentence
     finally:
         model.train(was_training)
@@ -157,6 +165,7 @@ def predict_stream(
     sentences: Iterable[Sequence[str]] | Iterable[str],
     batch_size: int,
     chunk_size: int,
+    confidences: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """:func:`predict_sentences` ``chunk_size`` sentences at a time, for inputs of any length;
     ``index`` counts over the whole input."""
@@ -165,6 +174,6 @@ def predict_stream(
     token_lists = iter_token_lists(sentences)
     start = 0
     while block := list(itertools.islice(token_lists, chunk_size)):
-        for sentence in predict_sentences(model, block, batch_size):
+        for sentence in predict_sentences(model, block, batch_size, confidences):
             yield {**sentence, "index": start + sentence["index"]}
         start += len(block)

@@ -36,7 +36,8 @@ class TaggerAPI(ls.LitAPI):
     Args:
         checkpoint: the checkpoint file's bytes.
         limits: what one request may ask for (checked again here, as in the HTTP process).
-        confidences: compute each tag's probability (else ``confidences`` is ``null``).
+        confidences: compute each tag's and span's probability (else ``confidences`` is
+            ``null`` and spans have no ``confidence``).
         min_confidence: the span threshold of requests that set none (span models only).
         threads: how the worker chooses its thread count.
         max_batch_size: requests tagged together at most.

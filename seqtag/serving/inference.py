@@ -49,8 +49,10 @@ def tag_requests(
     Args:
         model: the loaded tagger, in eval mode, on its device.
         requests: checked requests (:func:`~seqtag.serving.requests.parse_request`).
-        confidences: each tag's probability (with a CRF a forward-backward pass); else the
-            ``confidences`` fields are ``None``.
+        confidences: each tag's and each span's probability (with a CRF a forward-backward
+            pass, and two forward passes per span); else the ``confidences`` fields are
+            ``None`` and spans have no ``confidence``, as ``tag(spans=True,
+            confidences=False)`` gives them.
         batch_size: sentences per forward pass at most.
         max_tokens: padded tokens per forward pass at most.
     """
@@ -79,7 +81,12 @@ def tag_requests(
             for positions in inference_sampler(lengths, batch_size, max_tokens):
                 batch = collate([encoded[p] for p in positions]).to(model.device)
                 found = predict_batch(
-                    model, batch, confidences, spans=True, min_confidence=threshold
+                    model,
+                    batch,
+                    confidences,
+                    spans=True,
+                    span_confidences=confidences,
+                    min_confidence=threshold,
                 )
                 for sentence in found:
                     number, position, _ = members[sentence["index"]]

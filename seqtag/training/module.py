@@ -9,7 +9,7 @@ saved is :class:`~seqtag.training.lifecycle.NetworkLifecycle`, its base class.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -205,13 +205,51 @@ class SequenceTagger(NetworkLifecycle):
         )
 
     # -- Python API -----------------------------------------------------------------------
+    @overload
+    def tag(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = ...,
+        spans: Literal[False] = ...,
+        *,
+        confidences: Literal[True] = ...,
+    ) -> list[list[tuple[str, float]]]: ...
+    @overload
+    def tag(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = ...,
+        spans: Literal[False] = ...,
+        *,
+        confidences: Literal[False],
+    ) -> list[list[str]]: ...
+    @overload
+    def tag(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = ...,
+        *,
+        spans: Literal[True],
+        confidences: bool = ...,
+    ) -> list[dict[str, Any]]: ...
+    @overload
+    def tag(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int = ...,
+        spans: bool = ...,
+        *,
+        confidences: bool = ...,
+    ) -> list[list[tuple[str, float]]] | list[list[str]] | list[dict[str, Any]]: ...
     @torch.inference_mode()
     def tag(
         self,
         sentences: Iterable[Iterable[str]] | Iterable[str],
         batch_size: int = 256,
         spans: bool = False,
-    ) -> list[list[tuple[str, float]]] | list[dict[str, Any]]:
+        *,
+        confidences: bool = True,
+    ) -> list[list[tuple[str, float]]] | list[list[str]] | list[dict[str, Any]]:
         """Tag sentences; returns ``(tag, confidence)`` per token, sentences in input order.
 
         ``sentences`` is a list of token lists, or a list of sentence strings that are split
@@ -224,13 +262,20 @@ class SequenceTagger(NetworkLifecycle):
         (``index``, ``tokens``, ``tags``, ``confidences``, ``spans``; see
         :func:`seqtag.prediction.raw.predict_sentences`): ``spans`` lists the chunks of a span
         model, and is ``None`` for a model without a tag scheme (POS tags), as in prediction.
+
+        ``confidences=False`` pays for the tags only (a CRF's best path, without the
+        forward-backward pass its confidences need): each sentence is its list of tags, and
+        with ``spans=True`` the dict's ``confidences`` is ``None`` and its spans are
+        ``{"start", "end", "type"}``, without the ``confidence`` that costs a CRF two forward
+        passes per span. The tags and spans are the same either way.
         """
         from seqtag.prediction.raw import predict_sentences  # the import block is shared
 
+        _check_switches(spans=spans, confidences=confidences)
         self._require_tagger()
         if spans:
-            return predict_sentences(self, as_token_lists(sentences), batch_size)
-        return tag_sentences(self, as_token_lists(sentences), batch_size)
+            return predict_sentences(self, as_token_lists(sentences), batch_size, confidences)
+        return tag_sentences(self, as_token_lists(sentences), batch_size, confidences)
 
     def tag_stream(
         self,
@@ -238,21 +283,36 @@ class SequenceTagger(NetworkLifecycle):
         batch_size: int = 256,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         spans: bool = False,
-    ) -> Iterator[list[tuple[str, float]]] | Iterator[dict[str, Any]]:
+        *,
+        confidences: bool = True,
+    ) -> Iterator[list[tuple[str, float]]] | Iterator[list[str]] | Iterator[dict[str, Any]]:
         """:meth:`tag` for inputs of any length: yields each sentence's result in input order
-        (with ``spans=True``, :meth:`tag`'s dicts, ``index`` counting over the whole input).
+        (with ``spans=True``, :meth:`tag`'s dicts, ``index`` counting over the whole input;
+        ``confidences=False`` as in :meth:`tag`).
 
         Reads ``chunk_size`` sentences at a time (a generator, a file being read...), so memory
-        stays bounded by the chunk, not by the input.
+        stays bounded by the chunk, not by the input. Bad switches are refused at the call,
+        not at the first sentence.
         """
+        _check_switches(spans=spans, confidences=confidences)
+        self._require_tagger()
+        return self._tag_stream(sentences, batch_size, chunk_size, spans, confidences)
+
+    def _tag_stream(
+        self,
+        sentences: Iterable[Iterable[str]] | Iterable[str],
+        batch_size: int,
+        chunk_size: int,
+        spans: bool,
+        confidences: bool,
+    ) -> Iterator[Any]:
         from seqtag.prediction.raw import predict_stream  # the import block is shared
 
-        self._require_tagger()
         with torch.inference_mode():
             if spans:
-                yield from predict_stream(self, sentences, batch_size, chunk_size)
+                yield from predict_stream(self, sentences, batch_size, chunk_size, confidences)
             else:
-                yield from tag_stream(self, sentences, batch_size, chunk_size)
+                yield from tag_stream(self, sentences, batch_size, chunk_size, confidences)
 
     # -- Lightning's export methods -------------------------------------------------------
     def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> None:
@@ -271,6 +331,14 @@ class SequenceTagger(NetworkLifecycle):
     ) -> None:
         """Refused like :meth:`to_onnx`, naming ``seqtag export --format torchscript``."""
         raise ConfigError(_export_instead("to_torchscript", "torchscript"))
+
+
+def _check_switches(**switches: Any) -> None:
+    """``tag()``'s on/off options are booleans: a string such as ``"false"`` would count as
+    true and silently compute (or leave out) what was not asked."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"tag(): {name} must be True or False, got {value!r}")
 
 
 def _export_instead(method: str, format: str) -> str:
