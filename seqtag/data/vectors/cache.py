@@ -27,33 +27,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from seqtag.data.cache_files import (
+    STALE_PARTIAL_SECONDS,
+    cache_dir,
+    discard,
+    fingerprint,
+    publish,
+    remove_stale_partials,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Bump when what is stored changes; older entries are then simply not found.
 CACHE_VERSION = 2
-_DISABLED = {"", "0", "off", "false", "no", "none"}
-_READ_BYTES = 1 << 20
-#: A ``.partial-*`` folder untouched this long was left by a writer that died.
-STALE_PARTIAL_SECONDS = 3600
+__all__ = ["STALE_PARTIAL_SECONDS", "cache_dir", "fingerprint", "read_cached", "write_cached"]
 _FINITE_CHECK_ROWS = 1 << 16
-
-
-def cache_dir() -> Path | None:
-    """The cache folder, or ``None`` when ``SEQTAG_CACHE_DIR`` turns caching off."""
-    configured = os.environ.get("SEQTAG_CACHE_DIR")
-    if configured is not None:
-        return None if configured.strip().lower() in _DISABLED else Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "seqtag" / "vectors"
 
 
 def cache_key(path: Path, format: str) -> str:
@@ -61,23 +53,6 @@ def cache_key(path: Path, format: str) -> str:
     stat = path.stat()
     identity = f"{CACHE_VERSION}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{format}"
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
-
-
-def fingerprint(path: Path) -> str:
-    """A SHA-256 hash of the file's whole content, read 1 MiB at a time.
-
-    The whole file, not a sample: an entry must never outlive a change anywhere in the file,
-    and one edited number in the middle keeps the size, and with ``touch -r`` the time.
-    SHA-256 rather than BLAKE2b: OpenSSL's uses the CPU's SHA instructions, and measured 1.7x
-    faster here (``benchmarks/README.md``).
-    """
-    digest = hashlib.sha256()
-    buffer = bytearray(_READ_BYTES)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as stream:
-        while read := stream.readinto(buffer):
-            digest.update(view[:read])
-    return digest.hexdigest()
 
 
 def read_cached(
@@ -97,7 +72,7 @@ def read_cached(
     folder = cache_dir()
     if folder is None:
         return None
-    _remove_stale_partials(folder)
+    remove_stale_partials(folder, "vector")
     entry = folder / cache_key(path, format)
     if not entry.is_dir():
         return None
@@ -109,12 +84,12 @@ def read_cached(
     except (OSError, EOFError, ValueError, RecursionError) as err:
         # RecursionError: a JSON file nested too deeply for Python's parser.
         logger.warning("ignoring an unreadable vector cache entry %s: %s", entry, err)
-        _discard(entry)
+        discard(entry)
         return None
     problem = _problem(words, matrix, source, current, count, dim)
     if problem is not None:
         logger.info("rebuilding the vector cache entry %s of %s: %s", entry, path, problem)
-        _discard(entry)
+        discard(entry)
         return None
     logger.info("read %s from the vector cache %s", path, entry)
     return words, matrix
@@ -153,34 +128,6 @@ def _problem(
     return None
 
 
-def _discard(entry: Path) -> None:
-    """Remove an entry: first renamed aside (atomic), so no reader sees it half deleted."""
-    aside = entry.with_name(f".partial-discarded-{uuid.uuid4().hex}")
-    try:
-        os.replace(entry, aside)
-    except OSError:  # already discarded by another process, or a read-only cache
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _remove_stale_partials(folder: Path) -> None:
-    """Remove ``.partial-*`` folders untouched for an hour (their writer was killed).
-
-    Recent ones are kept: another process may be writing its entry right now.
-    """
-    now = time.time()
-    for partial in folder.glob(".partial-*"):
-        try:
-            touched = max(
-                [partial.stat().st_mtime, *(part.stat().st_mtime for part in partial.iterdir())]
-            )
-        except OSError:  # removed meanwhile, or not a folder
-            continue
-        if now - touched > STALE_PARTIAL_SECONDS:
-            logger.info("removing %s, left by a vector cache writer that stopped", partial)
-            shutil.rmtree(partial, ignore_errors=True)
-
-
 def write_cached(path: Path, format: str, words: list[str], matrix: np.ndarray) -> Path | None:
     """Store a parsed file; returns the entry, or ``None`` if the cache is off or unwritable.
 
@@ -190,32 +137,16 @@ def write_cached(path: Path, format: str, words: list[str], matrix: np.ndarray) 
     folder = cache_dir()
     if folder is None:
         return None
-    entry = folder / cache_key(path, format)
-    temporary = None
-    try:
+
+    def write(temporary: Path) -> None:
         source = {
             "path": str(path.resolve()),
             "format": format,
             "version": CACHE_VERSION,
             "fingerprint": fingerprint(path),
         }
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder))
         (temporary / "words.json").write_text(json.dumps(words), encoding="utf-8")
         np.save(temporary / "matrix.npy", np.ascontiguousarray(matrix, dtype=np.float32))
         (temporary / "source.json").write_text(json.dumps(source), encoding="utf-8")
-        try:
-            os.replace(temporary, entry)
-            temporary = None
-        except OSError:
-            if not entry.is_dir():  # else a concurrent writer already put the entry there
-                raise
-    except OSError as err:
-        logger.warning(
-            "cannot write the vector cache in %s (%s); continuing without it", folder, err
-        )
-        return None
-    finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
-    return entry
+
+    return publish(folder, cache_key(path, format), write, "vector")
