@@ -10,12 +10,16 @@ RUN := runs/ud_ewt_upos
 
 install: $(STAMP)
 
-# torch==2.13.0 first: a plain `torch` requirement would pull a multi-GB CUDA build here.
+# torch==2.13.0 first, and pinned again beside the extras: a plain `torch` requirement (litdata
+# has one) would pull a multi-GB CUDA build here. litdata also pulls torchvision, whose wheel is
+# built for CUDA torch and fails to import beside the CPU one (and with it torchmetrics, which
+# imports it when present); litdata needs it only for images, so an unusable one is removed.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" torch==2.13.0
+	$(PY) -c "import torchvision" 2>/dev/null || $(PY) -m pip uninstall --quiet -y torchvision
 	touch $(STAMP)
 
 # A second `make quickstart` resumes the first run from its last.ckpt (finishing it if it was
