@@ -5,8 +5,9 @@ child processes) and follows every process below it: each one's peak resident me
 (``VmHWM``, monotonic, so the last reading before it exits is its peak up to one sampling
 interval) and the peak over time of their summed proportional memory (``Pss`` in
 ``/proc/PID/smaps_rollup``: a page shared by several processes, such as a memory-mapped file
-in the page cache, is split between them, so the sum counts it once). The launcher's own exact
-peak, and the largest of its reaped children's, comes from ``wait4``. Linux only.
+in the page cache, is split between them, so the sum counts it once). ``wait4`` gives the exact
+peak of the launcher and of the children it waited for (not of a rank it leaves running).
+Linux only.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def run_sampled(command: list[str], env: dict[str, str], log: Path, cwd: Path) -
         "returncode": process.returncode,
         "launcher_pid": process.pid,
         "peak_rss_kib": peaks,
-        # wait4: the largest peak of the launcher and every process it reaped, exactly.
+        # wait4: the largest peak of the launcher and of every process it waited for, exactly.
         "max_rss_kib": usage.ru_maxrss,
         "summed_pss_peak_kib": pss_peak,
     }

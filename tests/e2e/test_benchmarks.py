@@ -154,3 +154,36 @@ def test_char_training_reports_each_character_model(tmp_path):
     assert result["measured_through"] == "plain Trainer, best epoch"
     assert set(result["seqtag_tokens_per_s"]) == {"none", "cnn", "lstm"}
     assert all(rate > 0 for rate in result["seqtag_tokens_per_s"].values())
+
+
+@pytest.mark.slow
+def test_training_scale_quick_run_measures_one_and_two_processes(tmp_path):
+    """``training_scale.py --quick --modes memory``: x1 with 1 and 2 (DDP) processes, every
+    number present (the full x16/x64 run is for an otherwise idle machine, never for tests)."""
+    shared_path("ud_en_ewt", "en_ewt-ud-train.conllu")
+    out = tmp_path / "scale.json"
+    done = _run_script("training_scale.py", "--quick", "--modes", "memory", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["sizes"] == [1] and result["modes"] == ["memory"]
+    assert "--quick" in result["command"] and result["machine"]["torch_num_threads"] > 0
+    assert [run["run"] for run in result["runs"]] == ["x1-memory", "x1-memory-ddp"]
+    for run, processes in zip(result["runs"], (1, 2), strict=True):
+        assert "seqtag fit --config configs/ud_ewt_upos.yaml" in run["command"]
+        assert run["corpus_tokens"] == result["tokens_x1"] > 0
+        assert run["processes"] == processes and len(run["peak_rss_mib"]) == processes
+        assert run["steps"] == result["steps"] and run["trained_tokens"] > 0
+        for field in ("wall_s", "startup_s", "tokens_per_s", "summed_pss_peak_mib"):
+            assert run[field] > 0, (run["run"], field)
+        assert all(peak > 0 for peak in run["peak_rss_mib"])
+        assert len(run["torch_threads"]) == processes
+    assert "x1-memory-ddp" in done.stdout and "summed PSS" in done.stdout
+
+
+def test_training_scale_without_the_corpus_exits_with_a_message(tmp_path):
+    out = tmp_path / "scale.json"
+    args = ("--quick", "--data-root", str(tmp_path), "--out", str(out))
+    done = _run_script("training_scale.py", *args, timeout=120)
+    assert done.returncode == 2
+    assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
+    assert not out.exists()
