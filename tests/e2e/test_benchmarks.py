@@ -180,6 +180,30 @@ def test_training_scale_quick_run_measures_one_and_two_processes(tmp_path):
     assert "x1-memory-ddp" in done.stdout and "summed PSS" in done.stdout
 
 
+@pytest.mark.slow
+def test_inference_options_quick_run_reports_confidences_and_int8(tmp_path):
+    """``inference_options.py --quick``: tag() with and without confidences at one and all
+    threads (same tags), and the int8 section's measurements and decision, every number
+    present (how they compare is the machine's, not behaviour)."""
+    shared_path("ud_en_ewt", "en_ewt-ud-test.conllu")
+    out = tmp_path / "options.json"
+    done = _run_script("inference_options.py", "--quick", "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["mode"] == "quick" and result["test_tokens"] > 0
+    assert result["confidences"]["tags_identical"] is True
+    assert set(result["confidences"]["threads"]) == {"one", "all"}
+    for row in result["confidences"]["threads"].values():
+        assert row["confidences_true"] > 0 and row["confidences_false"] > 0
+    int8 = result["int8"]
+    assert int8["float32"]["tokens_per_s"] > 0 and 0 <= int8["float32"]["accuracy"] <= 100
+    assert int8["deprecated_eager_reference"]["tokens_per_s"] > 0
+    if int8["torchao"]["available"]:
+        assert int8["torchao"]["linear_only"]["tokens_per_s"] > 0
+    assert isinstance(int8["decision"]["offer"], bool) and int8["decision"]["why"]
+    assert "CRF tag()" in done.stdout
+
+
 def test_training_scale_without_the_corpus_exits_with_a_message(tmp_path):
     out = tmp_path / "scale.json"
     args = ("--quick", "--data-root", str(tmp_path), "--out", str(out))
