@@ -60,6 +60,8 @@ _SUPPLIED = {
     # Reads no data; seqtag.serving.server.serve opens the checkpoint itself, once, and hands
     # its bytes to the workers.
     "serve": Supplied(False, ()),
+    # Takes no checkpoint: it encodes a training corpus for models not yet trained.
+    "prepare": Supplied(False, ()),
 }
 
 

@@ -90,7 +90,8 @@ class SeqtagCLI(LightningCLI):
         """Lightning's subcommands, then ``calibrate``, ``export`` and ``serve`` (methods of
         :class:`~seqtag.cli.trainer.SeqtagTrainer`), with the arguments the CLI passes them."""
         passed = {"model", "datamodule"}
-        return {**LightningCLI.subcommands(), **dict.fromkeys(CHECKPOINT_COMMANDS, passed)}
+        commands = (*CHECKPOINT_COMMANDS, "prepare")  # prepare: a corpus, no checkpoint
+        return {**LightningCLI.subcommands(), **dict.fromkeys(commands, passed)}
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """Lightning's parser (the command's and each subcommand's), with ``--debug``."""
@@ -109,7 +110,7 @@ class SeqtagCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if add_subcommands:  # nothing random in them: no "seed set" lines
             self.parser.set_defaults(
-                {f"{name}.seed_everything": False for name in CHECKPOINT_COMMANDS}
+                {f"{name}.seed_everything": False for name in (*CHECKPOINT_COMMANDS, "prepare")}
             )
         self.parser.add_argument(
             "-V",
@@ -177,7 +178,7 @@ class SeqtagCLI(LightningCLI):
             debug_requested.set(True)
         ckpt_path = section.get("ckpt_path")
         if not ckpt_path:
-            if subcommand != "fit":
+            if subcommand not in ("fit", "prepare"):
                 raise CommandLineError(
                     f"seqtag {subcommand} needs a trained model: pass --ckpt_path "
                     "(for example runs/NAME/checkpoints/best.ckpt, written by seqtag fit)"
@@ -311,7 +312,8 @@ def _configure_logging() -> None:
 DESCRIPTION = (
     "seqtag: BiRNN sequence taggers (POS tagging, chunking, NER) on PyTorch Lightning. "
     "Subcommands: fit (train), validate, test, predict (tag text), calibrate (fit a "
-    "checkpoint's temperature), export (ONNX/TorchScript) and serve (an HTTP server); seqtag "
+    "checkpoint's temperature), export (ONNX/TorchScript), serve (an HTTP server) and prepare "
+    "(encode a training corpus to stream, seqtag[stream]); seqtag "
     "SUBCOMMAND --help lists each one's options."
 )
 

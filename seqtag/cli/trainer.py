@@ -1,12 +1,12 @@
-"""The ``seqtag`` command's trainer: Lightning's ``Trainer`` with ``export``, ``calibrate`` and
-``serve``.
+"""The ``seqtag`` command's trainer: Lightning's ``Trainer`` with ``export``, ``calibrate``,
+``serve`` and ``prepare``.
 
 ``LightningCLI`` makes a subcommand of each method that ``SeqtagCLI.subcommands()`` names and
 builds its options from the method's signature and docstring, as it does for ``fit``: so
 ``seqtag export``, ``seqtag calibrate`` and ``seqtag serve`` take the same config files,
 ``--help``, ``--print_config`` and one-line errors as the other subcommands. The work itself is
-done by :mod:`seqtag.integrations.export`, :mod:`seqtag.calibration` and
-:mod:`seqtag.serving`; these methods only connect the parsed options to them.
+done by :mod:`seqtag.integrations.export`, :mod:`seqtag.calibration`, :mod:`seqtag.serving`
+and :mod:`seqtag.data.prepared`; these methods only connect the parsed options to them.
 """
 
 from __future__ import annotations
@@ -140,3 +140,38 @@ class SeqtagTrainer(pl.Trainer):
             "min_confidence": min_confidence,
         }
         serve_checkpoint(self, str(ckpt_path), options)
+
+    def prepare(
+        self,
+        model: pl.LightningModule,
+        datamodule: pl.LightningDataModule | None = None,
+        *,
+        output: str,
+        chunk_bytes: str = "64MB",
+        workers: PositiveInt = 1,
+    ) -> None:
+        """Encode a training corpus with LitData, to train from a folder or object storage.
+
+        Needs the stream extra (pip install 'seqtag[stream]'). Reads --data.train_path with the data options, makes the vocabularies as seqtag fit
+        would, and writes the encoded sentences with LitData to OUTPUT, a new local folder or
+        a URL (s3://bucket/prefix), with seqtag-prepared.json, its manifest. Train from it with
+        --data.train_path OUTPUT: every process streams only its share, and a resumed run
+        continues at the same batch (see docs/scaling.md). An OUTPUT that already holds files
+        is refused, never written over.
+
+        Args:
+            model: unused: preparing builds no model.
+            datamodule: reads the training corpus (data.train_path) and, with data.vectors,
+                the other splits' words, as seqtag fit does.
+            output: the new folder or URL to write (it must not exist, or be empty).
+            chunk_bytes: the size of LitData's chunk files (64MB, 256MB...): the unit that
+                each process streams and caches.
+            workers: LitData's writing processes.
+        """
+        from seqtag.data.prepared import prepare_corpus
+
+        manifest = prepare_corpus(datamodule, output, chunk_bytes=chunk_bytes, num_workers=workers)
+        print(
+            f"prepared {manifest['sentences']:,} sentences ({manifest['tokens']:,} tokens) of "
+            f"{manifest['source']['path']} into {output}; train with --data.train_path {output}"
+        )

@@ -23,6 +23,12 @@ from seqtag.data.counts import CorpusCounter, CorpusCounts
 from seqtag.data.io.formats import CorpusFormat, Sentence
 from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
 from seqtag.data.partial import GoldEncoder, check_missing_tag, gold_strings
+from seqtag.data.prepared import (
+    is_prepared_training,
+    prepared_loader,
+    prepared_location,
+    prepared_spec,
+)
 from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, check_agreement, spec_from_counts
@@ -266,6 +272,10 @@ class TaggingDataModule(pl.LightningDataModule):
             for sentence in self.sentences(split)
             for token in sentence.tokens
         )
+        if (prepared := prepared_location(self.paths["train"])) is not None:  # seqtag prepare
+            return prepared_spec(
+                prepared, other_words, self.hparams, self.corpus_scheme, train_scheme
+            )
         return spec_from_counts(
             self._train_counts(),
             other_words,
@@ -290,7 +300,8 @@ class TaggingDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            self.sentences("train")
+            if not is_prepared_training(self.paths["train"], self.hparams):  # read by litdata
+                self.sentences("train")
             if self.has_dev_data:
                 self.sentences("val")
 
@@ -326,6 +337,8 @@ class TaggingDataModule(pl.LightningDataModule):
         return encoded
 
     def _loader(self, split: Split, training: bool) -> DataLoader:
+        if training and (prepared := prepared_location(self.paths["train"])) is not None:
+            return prepared_loader(prepared, self._vocabularies("train"), self.hparams)
         dataset = EncodedDataset(self.encode(split))
         hp = self.hparams
         sampler = LengthBucketSampler(
