@@ -92,8 +92,9 @@ def write_corpus(data: bytes, target: Path, copies: int, compress: bool) -> Path
 
 # -- one run -------------------------------------------------------------------------------------
 def fit_command(corpus: Path, folder: Path, steps: int, mode: str, ddp: bool) -> list[str]:
-    probe = {"class_path": "training_probe.TrainingProbe", "init_args": {"folder": "PROBE"}}
-    probe["init_args"]["folder"] = str(folder / "probe")
+    """The ``seqtag fit`` command of one run, with the probe callback appended."""
+    probe_folder = str(folder / "probe")
+    probe = {"class_path": "training_probe.TrainingProbe", "init_args": {"folder": probe_folder}}
     command = [sys.executable, "-m", "seqtag", "fit", "--config", CONFIG]
     command += [
         f"--data.train_path={corpus}",
@@ -270,6 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work-dir", type=Path, help="keep corpora, runs and caches here")
     args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 2:
+        parser.error("--steps must be at least 2 (the first step is left out of tokens/s)")
     args.sizes = args.sizes or ([1] if args.quick else list(DEFAULT_SIZES))
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     return args
