@@ -22,6 +22,7 @@ from seqtag.data.batching import EncodedDataset, EncodedSentence, collate, encod
 from seqtag.data.counts import CorpusCounter, CorpusCounts
 from seqtag.data.io.formats import CorpusFormat, Sentence
 from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
+from seqtag.data.mapped import MappedCorpus
 from seqtag.data.partial import GoldEncoder, check_missing_tag, gold_strings
 from seqtag.data.prepared import (
     is_prepared_training,
@@ -38,6 +39,7 @@ from seqtag.data.streaming import (
     DEFAULT_PREDICT_MAX_TOKENS,
     PredictionStream,
 )
+from seqtag.data.training_cache import TrainingCache
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import ConfigError
 from seqtag.options import NonNegativeInt, PositiveInt, check_ranges
@@ -115,6 +117,11 @@ class TaggingDataModule(pl.LightningDataModule):
             DataFrame column).
         tag_key: the field of the tags there (``ner_tags``, ``pos_tags``, ...); a
             ``datasets`` column of class ids is read as its class names.
+        corpus_cache: keep the training file counted and encoded in seqtag's cache
+            (``SEQTAG_CACHE_DIR``) and train from memory-mapped arrays: memory flat in the
+            corpus's size, one copy per machine for DDP processes, and a start-up that does
+            not read the corpus again (see :mod:`seqtag.data.corpus_cache`). Same batches and
+            results as without it; the other splits are read as usual.
     """
 
     def __init__(
@@ -150,6 +157,7 @@ class TaggingDataModule(pl.LightningDataModule):
         missing_tag: str | None = "_",
         token_key: str = "tokens",
         tag_key: str = "tags",
+        corpus_cache: bool = False,
     ) -> None:
         check_ranges("data", TaggingDataModule.__init__, locals())
         check_missing_tag(missing_tag)
@@ -180,6 +188,7 @@ class TaggingDataModule(pl.LightningDataModule):
             raise ConfigError("set either data.val_path or data.val_from_train, not both")
         self._sentences: dict[Split, list[Sentence]] = {}
         self._given_vocabularies: Vocabularies | None = None
+        self._training_cache = TrainingCache(self.paths["train"], self.hparams, missing_tag)
         self._chunks_written: Callable[[], int] = int  # int() is 0; a lambda would not pickle
 
     # -- what others say ---------------------------------------------------------------------
@@ -239,6 +248,8 @@ class TaggingDataModule(pl.LightningDataModule):
     def sentences(self, split: Split) -> list[Sentence]:
         """The sentences of a split, read once."""
         held_out = self.hparams.val_from_train
+        if held_out and split == "val" and self._training_cache.active:
+            self._train_counts()  # the cache keeps the held-out sentences with the counts
         if held_out and split in ("train", "val") and split not in self._sentences:
             train = self._read("train")
             name = source_name("train", self.paths["train"])
@@ -287,6 +298,12 @@ class TaggingDataModule(pl.LightningDataModule):
     def _train_counts(self) -> CorpusCounts:
         """The training split's counts (see :mod:`seqtag.data.counts`)."""
         train_scheme = self.train_scheme or self.corpus_scheme
+        cached = self._training_cache.counts(self.corpus_scheme, train_scheme)
+        if cached is not None:
+            counts, held = cached
+            if self.hparams.val_from_train:
+                self._sentences.setdefault("val", held)
+            return counts
         counter = CorpusCounter(self.corpus_scheme, train_scheme, self.missing_tag)
         for sentence in self.sentences("train"):
             counter.add(sentence)
@@ -298,12 +315,22 @@ class TaggingDataModule(pl.LightningDataModule):
         validation, checkpoint selection and temperature calibration all ask this."""
         return is_given(self.paths["val"]) or bool(self.hparams.val_from_train)
 
+    def prepare_data(self) -> None:
+        """With ``corpus_cache``, encode the training file into the cache (Lightning runs this
+        on one process per machine, before the others open the arrays in :meth:`setup`)."""
+        self._mapped_train()
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             if not is_prepared_training(self.paths["train"], self.hparams):  # read by litdata
-                self.sentences("train")
+                self._training_split()
             if self.has_dev_data:
                 self.sentences("val")
+
+    def _training_split(self) -> None:
+        """Load the training split: memory-mapped from the corpus cache, else into memory."""
+        if self._mapped_train() is None:
+            self.sentences("train")
 
     # -- encoding and loaders ---------------------------------------------------------------
     def encode(self, split: Split) -> list[EncodedSentence]:
@@ -336,10 +363,20 @@ class TaggingDataModule(pl.LightningDataModule):
         targets.report_unseen(source)
         return encoded
 
+    def _mapped_train(self) -> MappedCorpus | None:
+        """The training sentences memory-mapped from the corpus cache (encoded with the
+        vocabularies of the moment), or ``None`` when the cache does not serve."""
+        if not self._training_cache.active or not is_given(self.paths["train"]):
+            return None
+        vocab = self._vocabularies("train")
+        return self._training_cache.mapped(vocab, *self._schemes())
+
     def _loader(self, split: Split, training: bool) -> DataLoader:
         if training and (prepared := prepared_location(self.paths["train"])) is not None:
             return prepared_loader(prepared, self._vocabularies("train"), self.hparams)
-        dataset = EncodedDataset(self.encode(split))
+        dataset = self._mapped_train() if split == "train" else None
+        if dataset is None:
+            dataset = EncodedDataset(self.encode(split))
         hp = self.hparams
         sampler = LengthBucketSampler(
             dataset.lengths,
