@@ -161,7 +161,7 @@ def _printed_results(stdout: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def runs(ewt_slice, tmp_path_factory) -> dict[str, dict]:
-    """One node with 2 DDP processes, and 2 nodes with one process each: fit, then test."""
+    """One node with 2 DDP processes, and 2 nodes with one process each: fit, test, predict."""
     done: dict[str, dict] = {}
     for name in ("one_node", "two_nodes"):
         run = tmp_path_factory.mktemp(name)
@@ -175,13 +175,25 @@ def runs(ewt_slice, tmp_path_factory) -> dict[str, dict]:
             f"--trainer.logger.init_args.save_dir={out}",
             "--trainer.callbacks+=seqtag.training.reports.ConfusionMatrixPlot",
         ]
+        tagged = run / "predict"
+        predict_args = [
+            *args,
+            f"--ckpt_path={best}",
+            f"--data.predict_path={ewt_slice['test']}",
+            "--data.predict_format=conllu",
+            "--data.predict_chunk_size=16",  # 7 chunks: each process writes its own part
+            "--prediction.confidences=true",
+            f"--prediction.output={tagged / 'tagged.conll'}",
+        ]
         if name == "one_node":
             _seqtag("fit", args, run / "record", ddp=True)
             stdout = _seqtag("test", test_args, out / "record", ddp=True).stdout
+            _seqtag("predict", predict_args, tagged / "record", ddp=True)
         else:
             _multinode("fit", args, run)
             stdout = _multinode("test", test_args, out)[0]
-        done[name] = {"run": run, "best": best, "test": out, "stdout": stdout}
+            _multinode("predict", predict_args, tagged)
+        done[name] = {"run": run, "best": best, "test": out, "stdout": stdout, "tagged": tagged}
     return done
 
 
@@ -222,3 +234,22 @@ def test_two_nodes_test_metrics_equal_one_node(runs, ewt_slice):
     assert len(shards) == NODES
     _assert_evaluated_once(shards, len(read_corpus(ewt_slice["test"], "conllu")))
     assert shards == [rank["test"] for rank in _recorded(one["test"] / "record", "test")]
+
+
+def test_two_nodes_predict_one_output_as_one_node(runs, ewt_slice):
+    """Every process writes its chunks beside the output, global rank 0 joins them."""
+    outputs = {name: runs[name]["tagged"] / "tagged.conll" for name in runs}
+    assert sorted(p.name for p in runs["two_nodes"]["tagged"].iterdir()) == [
+        "predict-node0.log",
+        "predict-node1.log",
+        "record",
+        "tagged.conll",
+    ]  # no part left behind
+    text = outputs["two_nodes"].read_text(encoding="utf-8")
+    assert text == outputs["one_node"].read_text(encoding="utf-8")
+    sentences = read_corpus(ewt_slice["test"], "conllu")
+    assert len(text.rstrip("\n").split("\n\n")) == len(sentences)
+    record = runs["two_nodes"]["tagged"] / "record"
+    shards = [rank["predict"] for rank in _recorded(record, "predict")]
+    assert len(shards) == NODES
+    _assert_sentences_once(shards, len(sentences))
