@@ -59,7 +59,7 @@ class LengthBucketSampler(DistributedSampler):
 
     def __init__(
         self,
-        lengths: Sequence[int],
+        lengths: Sequence[int] | np.ndarray,
         batch_size: int,
         *,
         shuffle: bool,
