@@ -19,7 +19,7 @@ from seqtag.cli.main import main
 from seqtag.models.crf.layer import CRF
 from seqtag.models.tagger import Tagger
 from seqtag.serving.inference import tag_requests
-from seqtag.serving.requests import TagRequest
+from seqtag.serving.requests import Limits, TagRequest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,6 +185,22 @@ def test_serving_without_confidences_skips_them(checkpoint, sentences, calls):
     assert [a["tags"] for a in answer] == [s["tags"] for s in full]
     assert [a["spans"] for a in answer] == [_without_confidence(s["spans"]) for s in full]
     assert all(a["confidences"] is None for a in answer)
+
+
+def test_serve_confidences_false_reaches_the_worker(checkpoint, sentences, calls):
+    """``seqtag serve --confidences false`` builds the worker's API with it; its batches
+    skip the probabilities and answer no confidence."""
+    from seqtag.serving.api import TaggerAPI
+
+    api = TaggerAPI(checkpoint.read_bytes(), limits=Limits(), confidences=False)
+    api.model = SequenceTagger.load_from_checkpoint(checkpoint).eval()  # what setup() loads
+    calls.clear()
+    answers = api.predict([TagRequest(sentences[:3]), TagRequest(sentences[3:])])
+    assert calls == []
+    found = [s for answer in answers for s in answer["sentences"]]
+    assert [s["tags"] for s in found] == api.model.tag(sentences, confidences=False)
+    assert all(s["confidences"] is None for s in found)
+    assert all("confidence" not in span for s in found for span in s["spans"])
 
 
 def test_serving_threshold_without_confidences_drops_the_same_spans(checkpoint, sentences):
