@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,14 +118,8 @@ def _launch(command: str, args: Sequence[str], folder: Path, port: int) -> list[
                 )
             )
         logs.append(log)
-    failure = None
     try:
-        for rank, node in enumerate(nodes):
-            node.wait(timeout=TIMEOUT_S)
-            if node.returncode != 0 and failure is None:
-                failure = f"node {rank} exited with status {node.returncode}"
-    except subprocess.TimeoutExpired:
-        failure = f"the nodes did not finish in {TIMEOUT_S} s"
+        failure = _wait(nodes)
     finally:
         for node in nodes:
             _kill(node)
@@ -136,6 +131,20 @@ def _launch(command: str, args: Sequence[str], folder: Path, port: int) -> list[
         )
         raise NodeFailure(f"seqtag {command} on {NODES} nodes: {failure}\n{shown}")
     return outputs
+
+
+def _wait(nodes: list[subprocess.Popen]) -> str | None:
+    """Wait for every node; what went wrong, as soon as one node fails (the other would wait
+    for it until the collective times out, half an hour), or ``None``."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        for rank, node in enumerate(nodes):
+            if node.poll() not in (None, 0):
+                return f"node {rank} exited with status {node.returncode}"
+        if all(node.poll() == 0 for node in nodes):
+            return None
+        time.sleep(0.5)
+    return f"the nodes did not finish in {TIMEOUT_S} s"
 
 
 class NodeFailure(AssertionError):
