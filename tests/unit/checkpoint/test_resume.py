@@ -307,6 +307,30 @@ def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path)
 
 
 @pytest.mark.slow
+def test_killed_run_on_the_corpus_cache_resumes_exactly_as_the_in_memory_run(
+    ewt_slice, helpers, uninterrupted, tmp_path, monkeypatch
+):
+    """data.corpus_cache: killed mid-epoch, resumed from the cache that the first attempt
+    built, the run ends with the weights of the uninterrupted run that read into memory."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SEQTAG_CACHE_DIR", str(cache))
+    run = tmp_path / "run"
+    kill = (
+        "--trainer.callbacks+=resume_helpers.KillAtStep",
+        f"--trainer.callbacks.step={KILL_STEP}",
+    )
+    killed = _fit(ewt_slice, run, helpers, "--data.corpus_cache=true", *kill)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert list((cache / "corpora").glob("encoded-*")), "the first attempt built no cache entry"
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 45
+    resumed = _fit(ewt_slice, run, helpers, "--data.corpus_cache=true", f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _val_acc(run) == _val_acc(uninterrupted)
+    _assert_same_weights(_final(run), _final(uninterrupted))
+
+
+@pytest.mark.slow
 def test_killed_while_saving_keeps_the_previous_last_checkpoint(
     ewt_slice, helpers, uninterrupted, tmp_path
 ):
