@@ -150,14 +150,15 @@ class SeqtagTrainer(pl.Trainer):
         chunk_bytes: str = "64MB",
         workers: PositiveInt = 1,
     ) -> None:
-        """Encode a training corpus with LitData, to train from a folder or object storage.
+        """Encode a training corpus with LitData, to stream in training (needs seqtag[stream]).
 
-        Needs the stream extra (pip install 'seqtag[stream]'). Reads --data.train_path with the data options, makes the vocabularies as seqtag fit
-        would, and writes the encoded sentences with LitData to OUTPUT, a new local folder or
-        a URL (s3://bucket/prefix), with seqtag-prepared.json, its manifest. Train from it with
-        --data.train_path OUTPUT: every process streams only its share, and a resumed run
-        continues at the same batch (see docs/scaling.md). An OUTPUT that already holds files
-        is refused, never written over.
+        Install the extra with pip install 'seqtag[stream]'. Reads --data.train_path with the
+        data options, makes the vocabularies as seqtag fit would, and writes the encoded
+        sentences with LitData to OUTPUT, a new local folder or a URL (s3://bucket/prefix),
+        with seqtag-prepared.json, its manifest. Train from it with --data.train_path OUTPUT:
+        every process streams only its share, and a resumed run continues at the same batch
+        (see docs/scaling.md). An OUTPUT that already holds files is refused, never written
+        over.
 
         Args:
             model: unused: preparing builds no model.

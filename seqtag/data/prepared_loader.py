@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from seqtag.data.batching import UNKNOWN_TARGET, Batch, EncodedSentence, collate
@@ -34,12 +35,18 @@ def streaming_loader(
     module = litdata()
     dataset = module.StreamingDataset(location, shuffle=True, seed=options["seed"])
     workers = options["num_workers"]
+    # A DataLoader draws its workers' base seed when a pass starts, from torch's global
+    # generator unless given its own; LitData's loader does so at the first batch, after a
+    # resumed run has put the global state back, which would shift every later dropout mask.
+    # Its own generator leaves the global stream to the model, the same resumed or not.
+    generator = torch.Generator().manual_seed(options["seed"])
     return module.StreamingDataLoader(
         dataset,
         batch_size=options["batch_size"],
         num_workers=workers,
         persistent_workers=workers > 0,
         collate_fn=PreparedBatches(location, vocabularies),
+        generator=generator,
     )
 
 

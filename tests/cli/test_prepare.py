@@ -1,0 +1,211 @@
+"""``seqtag prepare`` and ``seqtag fit`` from its folder: the command, its refusals, and a
+training run killed and resumed from ``last.ckpt`` that sees the same batches and ends with the
+same weights as one never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, assert_one_line_error, run_seqtag
+
+pytest.importorskip("litdata")
+
+CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
+STEPS_PER_EPOCH = 38  # 300 sentences in batches of 8
+KILL_STEP = 47  # epoch 1, two steps after the step-45 checkpoint
+
+# Test-only callbacks, imported by the subprocesses from a temporary folder on PYTHONPATH.
+HELPERS = textwrap.dedent(
+    """
+    import os
+    import signal
+
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+
+    class KillAtStep(Callback):
+        def __init__(self, step: int = 0):
+            self.step = step
+
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+    class RecordBatches(Callback):
+        '''Append each trained batch's step and sentence positions to a file.'''
+
+        def __init__(self, path: str = "batches.txt"):
+            self.path = path
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            with open(self.path, "a") as out:
+                out.write(f"{trainer.global_step} {batch['index'].tolist()}\\n")
+
+
+    class SaveFinalWeights(Callback):
+        def __init__(self, path: str = "final.pt"):
+            self.path = path
+
+        def on_train_end(self, trainer, pl_module):
+            torch.save({"step": trainer.global_step, "weights": pl_module.state_dict()}, self.path)
+    """
+)
+
+
+def _data_options(ewt_slice: dict[str, Path], train: Path | str) -> list[str]:
+    return [
+        "--config",
+        str(CONFIG),
+        f"--data.train_path={train}",
+        f"--data.val_path={ewt_slice['dev']}",
+        "--data.test_path=null",
+        "--data.batch_size=8",
+    ]
+
+
+@pytest.fixture(scope="module")
+def prepared(ewt_slice, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("prepared") / "ewt"
+    result = run_seqtag(
+        "prepare", *_data_options(ewt_slice, ewt_slice["train"]), f"--output={folder}", cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"prepared 300 sentences (7,027 tokens) of {ewt_slice['train']}" in result.stdout
+    return folder
+
+
+def test_prepare_writes_chunks_and_a_plain_json_manifest(prepared):
+    names = sorted(p.name for p in prepared.iterdir())
+    assert "index.json" in names and "seqtag-prepared.json" in names
+    assert any(name.startswith("chunk-") and name.endswith(".bin") for name in names)
+    manifest = json.loads((prepared / "seqtag-prepared.json").read_text(encoding="utf-8"))
+    assert manifest["format_version"] == 1
+    assert (manifest["sentences"], manifest["tokens"]) == (300, 7027)
+    assert len(manifest["vocabularies"]["tags"]["items"]) == 17
+    assert manifest["options"]["format"] == "conllu" and manifest["options"]["vectors"]
+
+
+def test_help_documents_the_options(tmp_path):
+    result = run_seqtag("prepare", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in ("--output", "--chunk_bytes", "--workers", "--config", "--print_config"):
+        assert option in result.stdout
+    assert "--data.train_path" in result.stdout and "seqtag[stream]" in result.stdout
+
+
+def test_an_output_holding_files_is_refused_and_left_alone(ewt_slice, prepared, tmp_path):
+    before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+    options = _data_options(ewt_slice, ewt_slice["train"])
+    result = run_seqtag("prepare", *options, f"--output={prepared}", cwd=REPO)
+    assert_one_line_error(result, "already holds a prepared corpus")
+    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
+
+    (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
+    result = run_seqtag("prepare", *options, f"--output={tmp_path}", cwd=REPO)
+    assert_one_line_error(result, "already holds files")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+    result = run_seqtag("prepare", *options, f"--output={ewt_slice['train']}", cwd=REPO)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ewt_slice["train"].is_file()
+
+
+def test_output_is_required(tmp_path):
+    result = run_seqtag("prepare", "--data.train_path=x.conllu", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "required: prepare.output" in result.stderr
+
+
+def test_training_from_a_folder_without_manifest_is_one_line(ewt_slice, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    run = tmp_path / "run"
+    result = run_seqtag(
+        "fit",
+        *_data_options(ewt_slice, folder),
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger.init_args.save_dir={run}",
+        f"--checkpoint.dirpath={run / 'checkpoints'}",
+        cwd=REPO,
+    )
+    assert_one_line_error(result, f"{folder}: no seqtag-prepared.json")
+
+
+# -- kill and resume ------------------------------------------------------------------------
+def _fit(ewt_slice, prepared: Path, run: Path, helpers: Path, *extra: str):
+    command = [
+        sys.executable,
+        "-m",
+        "seqtag",
+        "fit",
+        *_data_options(ewt_slice, prepared),
+        "--model.init_args.hidden_size=16",
+        "--seed_everything=42",
+        "--trainer.max_epochs=2",
+        "--trainer.deterministic=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger.init_args.save_dir={run}",
+        f"--checkpoint.dirpath={run / 'checkpoints'}",
+        "--last_checkpoint.every_n_train_steps=5",
+        "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
+        "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
+        f"--trainer.callbacks.path={run / 'final.pt'}",
+        "--trainer.callbacks+=resume_helpers.RecordBatches",
+        f"--trainer.callbacks.path={run / 'batches.txt'}",
+        *extra,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(helpers))
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _batches(run: Path) -> dict[int, str]:
+    """Sentence positions of each step's batch; a step trained again after a resume wins."""
+    lines = (run / "batches.txt").read_text(encoding="utf-8").splitlines()
+    return dict(line.split(" ", 1) for line in lines)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_at_the_same_batch(ewt_slice, prepared, tmp_path):
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "resume_helpers.py").write_text(HELPERS, encoding="utf-8")
+    whole = tmp_path / "whole"
+    result = _fit(ewt_slice, prepared, whole, helpers)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    killed = _fit(
+        ewt_slice,
+        prepared,
+        run,
+        helpers,
+        "--trainer.callbacks+=resume_helpers.KillAtStep",
+        f"--trainer.callbacks.step={KILL_STEP}",
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 45
+    resumed = _fit(ewt_slice, prepared, run, helpers, f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    expected = _batches(whole)
+    assert len(expected) == 2 * STEPS_PER_EPOCH
+    assert _batches(run) == expected  # the same sentences in the same batches, step by step
+    first, second = (torch.load(r / "final.pt", weights_only=True) for r in (whole, run))
+    assert first["step"] == second["step"] == 2 * STEPS_PER_EPOCH
+    for name, tensor in first["weights"].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, second["weights"][name]), name
