@@ -4,6 +4,7 @@ same weights as one never interrupted."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -200,6 +201,11 @@ def test_a_killed_run_resumes_at_the_same_batch(ewt_slice, prepared, tmp_path):
     assert torch.load(last, weights_only=True)["global_step"] == 45
     resumed = _fit(ewt_slice, prepared, run, helpers, f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    # seqtag fit learnt from the folder: the dev accuracy after two epochs is far above chance.
+    with open(next((whole / "logs").glob("version_*/metrics.csv")), newline="") as stream:
+        scores = [float(row["val_acc"]) for row in csv.DictReader(stream) if row.get("val_acc")]
+    assert len(scores) == 2 and scores[-1] > 0.5  # chance is 1/17
 
     expected = _batches(whole)
     assert len(expected) == 2 * STEPS_PER_EPOCH
