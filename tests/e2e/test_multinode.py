@@ -1,12 +1,12 @@
 """Two "nodes" on this machine: torchrun's multi-node launch gives one node's DDP results.
 
 Each node is a ``torchrun --nnodes 2 --nproc_per_node 1 --node_rank R`` process on 127.0.0.1
-(static rendezvous, gloo on the CPU) running ``seqtag fit`` and then ``seqtag test`` with
-``--trainer.num_nodes 2 --trainer.devices 1``; Lightning reads torchrun's environment
-(``TorchElasticEnvironment``). The same training on one node with ``--trainer.devices 2
---trainer.strategy ddp`` (``configs/trainer/ddp_cpu.yaml``, as in ``test_ddp``) must give the
-same metrics, the same weights and the same shards: two processes are two processes, whether
-they share a machine or not.
+(static rendezvous, gloo on the CPU) running ``seqtag fit``, then ``seqtag test`` and
+``seqtag predict`` with ``--trainer.num_nodes 2 --trainer.devices 1``; Lightning reads
+torchrun's environment (``TorchElasticEnvironment``). The same runs on one node with
+``--trainer.devices 2 --trainer.strategy ddp`` (``configs/trainer/ddp_cpu.yaml``, through
+``test_ddp``'s helpers) must give the same metrics, weights, shards and predictions: two
+processes are two processes, whether they share a machine or not.
 
 Both nodes here share one folder, so the checkpoints rank 0 writes are where node 1 looks for
 them; on a real cluster the checkpoint folder and the data must be on a shared filesystem (or
