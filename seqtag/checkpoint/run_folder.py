@@ -9,7 +9,9 @@ from another folder, or an edited one, they are another run's files, or anyone's
 - :class:`CheckpointFolderGuard` drops restored state naming anything but checkpoint files in
   the callback's own folder, with a warning (``seqtag fit`` adds it);
 - :func:`inside_folder` is the test, which the calibration applies again to every file it
-  rewrites (:func:`seqtag.calibration.temperature.TemperatureCalibration`).
+  rewrites (:func:`seqtag.calibration.temperature.TemperatureCalibration`);
+- :func:`refuse_another_runs_folder` keeps a new run out of a folder holding another run's
+  checkpoints (``seqtag fit`` asks it before the first epoch).
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-__all__ = ["CheckpointFolderGuard", "inside_folder"]
+from seqtag.errors import ConfigError
+from seqtag.files.outputs import check_output_folder, same_file
+
+__all__ = ["CheckpointFolderGuard", "inside_folder", "refuse_another_runs_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +110,29 @@ def _forget_files(state: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in state.items() if k not in ("kth_best_model_path", "kth_value")}
     kept.update(best_model_path="", last_model_path="", best_k_models={}, best_model_score=None)
     return kept
+
+
+def refuse_another_runs_folder(folder: str | os.PathLike[str], resumed: str | None) -> None:
+    """Refuse a checkpoint folder that cannot be written, or that holds another run's
+    checkpoints, before the first epoch rather than after it.
+
+    Resuming is writing into a folder with checkpoints only when it resumes that folder's own
+    ``last.ckpt`` (``resumed`` is the run's ``--ckpt_path``): resuming from elsewhere into it
+    would replace that run's files.
+    """
+    check_output_folder(folder)
+    own_last = Path(folder) / "last.ckpt"
+    if resumed == "last" or (resumed and same_file(resumed, own_last)):
+        return
+    earlier = sorted(p.name for p in Path(folder).glob("*.ckpt"))
+    if earlier:
+        how = (
+            f"resume it with --ckpt_path {own_last}"
+            if not resumed
+            else f"--ckpt_path {resumed} is not its last.ckpt; resume that with "
+            f"--ckpt_path {own_last}"
+        )
+        raise ConfigError(
+            f"{folder} already holds {', '.join(earlier)} from another run: {how}, write this "
+            "run elsewhere with --checkpoint.dirpath DIR, or delete the old files first"
+        )

@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from argparse import ArgumentError
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -26,6 +25,7 @@ from seqtag.calibration.temperature import TemperatureCalibration
 from seqtag.checkpoint.io import read_checkpoint_file
 from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.resume import install_resume_support
+from seqtag.checkpoint.run_folder import refuse_another_runs_folder
 from seqtag.cli.checkpoint_options import (
     TAGGED_FORMATS,
     checkpoint_data_options,
@@ -49,8 +49,7 @@ from seqtag.cli.outputs import (
 )
 from seqtag.cli.trainer import SeqtagTrainer
 from seqtag.data.datamodule import TaggingDataModule
-from seqtag.errors import CommandLineError, ConfigError
-from seqtag.files.outputs import check_output_folder, same_file
+from seqtag.errors import CommandLineError
 from seqtag.prediction.progress_bar import PredictionProgressBar
 from seqtag.prediction.writer import PredictionWriter
 from seqtag.runtime.thread_policy import ThreadPolicy
@@ -259,34 +258,13 @@ class SeqtagCLI(LightningCLI):
         _progress_bar_on_stderr(self.trainer)
 
     def before_fit(self) -> None:
-        """Refuse a checkpoint folder that cannot be written, or that holds another run's
-        checkpoints, before the first epoch rather than after it.
-
-        Resuming is writing into a folder with checkpoints only when it resumes that folder's
-        own ``last.ckpt``: resuming from elsewhere into it would replace that run's files.
-        """
+        """Refuse another run's checkpoint folder before the first epoch, not after it
+        (:func:`~seqtag.checkpoint.run_folder.refuse_another_runs_folder`)."""
         resumed = getattr(self, "checkpoint_path", None)
         for callback in self.trainer.checkpoint_callbacks:
             folder = getattr(callback, "dirpath", None)
-            if not folder or "://" in str(folder):
-                continue
-            check_output_folder(folder)
-            own_last = Path(folder) / "last.ckpt"
-            if resumed == "last" or (resumed and same_file(resumed, own_last)):
-                continue
-            earlier = sorted(p.name for p in Path(folder).glob("*.ckpt"))
-            if earlier:
-                how = (
-                    f"resume it with --ckpt_path {own_last}"
-                    if not resumed
-                    else f"--ckpt_path {resumed} is not its last.ckpt; resume that with "
-                    f"--ckpt_path {own_last}"
-                )
-                raise ConfigError(
-                    f"{folder} already holds {', '.join(earlier)} from another run: {how}, "
-                    "write this run elsewhere with --checkpoint.dirpath DIR, or delete the old "
-                    "files first"
-                )
+            if folder and "://" not in str(folder):
+                refuse_another_runs_folder(folder, resumed)
 
 
 def _progress_bar_on_stderr(trainer: pl.Trainer) -> None:

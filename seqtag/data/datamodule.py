@@ -18,19 +18,19 @@ from typing import Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from seqtag.data.batching import EncodedDataset, EncodedSentence, collate, encode_sentence
+from seqtag.data.batching import EncodedDataset, EncodedSentence
 from seqtag.data.counts import CorpusCounter, CorpusCounts
 from seqtag.data.io.formats import CorpusFormat, Sentence
 from seqtag.data.io.memory import InMemorySplit, check_split, is_in_memory
 from seqtag.data.mapped import MappedCorpus
-from seqtag.data.partial import GoldEncoder, check_missing_tag, gold_strings
+from seqtag.data.partial import check_missing_tag, encode_split
 from seqtag.data.prepared import (
     is_prepared_training,
     prepared_loader,
     prepared_location,
     prepared_spec,
 )
-from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
+from seqtag.data.sampling import bucketed_loader
 from seqtag.data.schemes import normalize_scheme
 from seqtag.data.spec import DataSpec, check_agreement, spec_from_counts
 from seqtag.data.splits import hold_out, is_given, read_split, sentence_reader, source_name
@@ -336,32 +336,14 @@ class TaggingDataModule(pl.LightningDataModule):
     def encode(self, split: Split) -> list[EncodedSentence]:
         """A split's sentences as ids; gold tags unseen in training become ``UNSEEN_TARGET``,
         and sentences with unknown ones get their allowed tags (see :class:`GoldEncoder`)."""
-        vocab = self._vocabularies(split)
-        sentences = self.sentences(split)
-        with_tags = split != "predict"
-        targets = GoldEncoder(vocab, self.missing_tag if with_tags else None)
-        encoded = []
-        for i, sentence in enumerate(sentences):
-            tags = gold = allowed = None
-            if with_tags and sentence.tags is not None:
-                gold = gold_strings(sentence.tags, self.missing_tag)
-                tags, allowed = targets(sentence.tags)
-            encoded.append(
-                encode_sentence(
-                    vocab,
-                    i,
-                    sentence.tokens,
-                    tags,
-                    gold,
-                    keep_tokens=not with_tags,
-                    allowed=allowed,
-                )
-            )
-        source = source_name(split, self.paths[split])
-        if split == "train":  # learning an unknown tag as another is never right
-            targets.refuse_unseen_in_training(source)
-        targets.report_unseen(source)
-        return encoded
+        return encode_split(
+            self._vocabularies(split),
+            self.sentences(split),
+            self.missing_tag,
+            source_name(split, self.paths[split]),
+            with_tags=split != "predict",
+            training=split == "train",
+        )
 
     def _mapped_train(self) -> MappedCorpus | None:
         """The training sentences memory-mapped from the corpus cache (encoded with the
@@ -378,29 +360,15 @@ class TaggingDataModule(pl.LightningDataModule):
         if dataset is None:
             dataset = EncodedDataset(self.encode(split))
         hp = self.hparams
-        sampler = LengthBucketSampler(
-            dataset.lengths,
-            hp.batch_size if training else hp.eval_batch_size,
-            shuffle=training,
+        return bucketed_loader(
+            dataset,
+            split,
+            batch_size=hp.batch_size if training else hp.eval_batch_size,
+            training=training,
             seed=hp.seed,
             pool_size=hp.pool_size,
             max_tokens=hp.max_batch_tokens if training else None,
-        )
-        if not training and len(dataset) < sampler.num_replicas:
-            # Lightning refuses a process without batches, and the others would wait for it.
-            raise ConfigError(
-                f"the {split} data has {len(dataset)} sentence(s) for {sampler.num_replicas} "
-                "processes, which need one each: use fewer devices (--trainer.devices)"
-            )
-        # The training loader can resume mid-epoch from a checkpoint (see ResumableDataLoader).
-        loader_class = ResumableDataLoader if training else DataLoader
-        return loader_class(
-            dataset,
-            sampler=sampler,
-            batch_size=None,
-            collate_fn=collate,
             num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

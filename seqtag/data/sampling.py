@@ -4,7 +4,8 @@ Batches group sentences of similar length, so an RNN step spends its time on rea
 than padding. The sampler does its own sharding across processes (it subclasses
 ``DistributedSampler`` so Lightning does not wrap it again): training shards are equally long on
 every rank, evaluation shards cover every sentence exactly once. :class:`ResumableDataLoader`
-resumes its pass in the middle of an epoch. What goes into a batch is :mod:`seqtag.data.batching`.
+resumes its pass in the middle of an epoch; :func:`bucketed_loader` makes a split's loader of
+them. What goes into a batch is :mod:`seqtag.data.batching`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from seqtag.data.batching import collate
+from seqtag.errors import ConfigError
 
 
 def world() -> tuple[int, int]:
@@ -257,3 +261,46 @@ class _CountingIterator:
 
     def __len__(self) -> int:
         return len(self.iterator)
+
+
+def bucketed_loader(
+    dataset: Dataset,
+    split: str,
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    pool_size: int,
+    max_tokens: int | None,
+    num_workers: int,
+) -> DataLoader:
+    """A split's loader: length-bucketed batches of ``dataset`` (which has ``lengths`` and
+    takes a list of positions), shuffled and resumable mid-epoch for training.
+
+    With several processes each evaluates its own share; a share without sentences is refused
+    here, as one line, because Lightning refuses a process without batches and the others
+    would wait for it.
+    """
+    sampler = LengthBucketSampler(
+        dataset.lengths,
+        batch_size,
+        shuffle=training,
+        seed=seed,
+        pool_size=pool_size,
+        max_tokens=max_tokens,
+    )
+    if not training and len(dataset) < sampler.num_replicas:
+        raise ConfigError(
+            f"the {split} data has {len(dataset)} sentence(s) for {sampler.num_replicas} "
+            "processes, which need one each: use fewer devices (--trainer.devices)"
+        )
+    # The training loader can resume mid-epoch from a checkpoint (see ResumableDataLoader).
+    loader_class = ResumableDataLoader if training else DataLoader
+    return loader_class(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from seqtag.data.io.formats import Sentence, iter_corpus
 from seqtag.data.io.memory import is_in_memory, iter_memory, read_memory
-from seqtag.data.partial import PartialScreen, check_gold_tags
+from seqtag.data.tag_checks import PartialScreen, check_gold_tags
 from seqtag.errors import ConfigError, CorpusFormatError
 
 log = logging.getLogger(__name__)
