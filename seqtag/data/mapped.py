@@ -22,7 +22,7 @@ would be Python objects per token again; evaluation splits keep the in-memory pa
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 
@@ -34,6 +34,8 @@ from seqtag.data.batching import UNKNOWN_TARGET, EncodedSentence
 #: Bytes of the ``.npy`` header written before the data (its shape is filled in at the end).
 _HEADER_BYTES = 128
 _FLUSH_ITEMS = 1 << 18
+#: Items per piece when checking an array (a few MiB at a time).
+_CHECK_ITEMS = 1 << 20
 
 
 def id_dtype(size: int) -> np.dtype:
@@ -94,20 +96,47 @@ def _check(condition: bool, problem: str) -> None:
         raise ValueError(problem)
 
 
+def _pieces(array: np.ndarray) -> Iterator[np.ndarray]:
+    """A 1-D array in pieces of ``_CHECK_ITEMS``, read from its file when it is mapped.
+
+    Checking a mapped array through the mapping would make every page of it resident in this
+    process (and count in its RSS) at start-up, though training touches only the pages of the
+    batches it takes; read with ``np.fromfile``, the pages stay in the page cache only.
+    """
+    step = _CHECK_ITEMS
+
+    def read(start: int, count: int) -> np.ndarray:
+        offset = array.offset + start * array.dtype.itemsize
+        return np.fromfile(array.filename, array.dtype, count, offset=offset)
+
+    mapped = isinstance(array, np.memmap) and array.filename is not None and len(array) > 0
+    # Only a whole mapped array (as np.load maps it) is read from its file: its first items,
+    # read both ways, say so.
+    if not mapped or not np.array_equal(read(0, min(16, len(array))), array[:16]):
+        for start in range(0, len(array), step):
+            yield np.asarray(array[start : start + step])
+        return
+    for start in range(0, len(array), step):
+        yield read(start, min(step, len(array) - start))
+
+
 def _rising(offsets: np.ndarray, name: str, *, end: int, most: int | None = None) -> None:
     """``offsets`` start at 0, end at ``end`` and rise by at least 1 (at most ``most``)."""
     _check(offsets.dtype == np.int64 and offsets.ndim == 1, f"{name} is not int64 [n + 1]")
     _check(len(offsets) >= 1 and offsets[0] == 0 and offsets[-1] == end, f"{name} do not span")
-    steps = np.diff(offsets)
-    _check(bool((steps >= 1).all()), f"{name} do not rise")
-    _check(most is None or bool((steps <= most).all()), f"{name} have too long a step")
+    previous = None
+    for piece in _pieces(offsets):
+        steps = np.diff(piece if previous is None else np.concatenate(([previous], piece)))
+        _check(bool((steps >= 1).all()), f"{name} do not rise")
+        _check(most is None or bool((steps <= most).all()), f"{name} have too long a step")
+        previous = piece[-1]
 
 
 def _ids(array: np.ndarray, name: str, dtype: np.dtype, size: int, low: int = 0) -> None:
     """``array`` has ``dtype`` and ids in ``[low, size)``."""
     _check(array.dtype == dtype and array.ndim == 1, f"{name} is not {dtype} [n]")
-    if len(array):
-        _check(int(array.min()) >= low and int(array.max()) < size, f"{name} has ids out of range")
+    for piece in _pieces(array):
+        _check(int(piece.min()) >= low and int(piece.max()) < size, f"{name} has ids out of range")
 
 
 def check_arrays(
@@ -121,7 +150,7 @@ def check_arrays(
     max_word_length: int,
 ) -> None:
     """Refuse arrays that do not describe ``sentences`` sentences of ``tokens`` tokens with ids
-    of these vocabularies (a ``ValueError`` says what is wrong). Vectorised: one read of each."""
+    of these vocabularies (a ``ValueError`` says what is wrong). Vectorised, a piece at a time."""
     _rising(arrays["offsets"], "offsets", end=tokens)
     _check(len(arrays["offsets"]) == sentences + 1, "offsets do not count the sentences")
     _ids(arrays["words"], "words", np.dtype(np.int32), num_words)
