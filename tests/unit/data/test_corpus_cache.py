@@ -153,8 +153,9 @@ def test_concurrent_builders_both_succeed_with_the_same_arrays(tmp_path, ewt, ca
     script = (
         "import sys\nfrom seqtag import TaggingDataModule\n"
         f"dm = TaggingDataModule(train_path={str(ewt)!r}, corpus_cache=True)\n"
-        "dm.prepare_data()\nm = dm._mapped_train()\n"
-        "print(len(m), int(m.arrays['words'].sum()))\n"
+        "dm.prepare_data()\ndm.setup('fit')\n"
+        "batches = list(dm.train_dataloader())\n"
+        "print(len(batches), sum(int(b['words'].sum()) for b in batches))\n"
     )
     runs = [
         subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
