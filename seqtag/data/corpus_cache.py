@@ -1,4 +1,4 @@
-"""The training corpus cache: a corpus file's counts and encoded arrays, read once, then mapped.
+"""The training corpus cache: a corpus file's counts and encoded arrays, read once, then reused.
 
 With ``data.corpus_cache`` on, a training corpus file is read in two streaming passes the first
 time (counts for the vocabularies, then the encoding with them) and never held in memory as
@@ -8,7 +8,7 @@ sentences; afterwards a start-up reads neither. Two kinds of entries, each a fol
   sentences held out for validation (``data.val_from_train``), keyed by the file's content
   (SHA-256) and the reading options (format, columns, tag field, schemes, missing tag, the
   held-out count);
-- ``encoded-*``: the training sentences as memory-mapped arrays (:mod:`seqtag.data.mapped`),
+- ``encoded-*``: the training sentences as arrays on disk (:mod:`seqtag.data.mapped`),
   keyed as the counts and by a hash of the vocabularies (so a checkpoint's vocabularies, for a
   resume or fine-tuning, get their own entry).
 
@@ -198,7 +198,7 @@ class CorpusCache:
 
     # -- encoded arrays --------------------------------------------------------------------
     def encoded(self, vocabularies: Vocabularies) -> MappedCorpus | None:
-        """The training sentences encoded with ``vocabularies``, memory-mapped: from the cache,
+        """The training sentences encoded with ``vocabularies``, on disk: from the cache,
         or encoded from the file into it. ``None`` when the cache cannot be written."""
         if self.folder is None:
             return None
@@ -246,7 +246,7 @@ class CorpusCache:
         except _UNREADABLE as err:
             self._discard(entry, "encoded", err)
             return None
-        log.info("training on %s memory-mapped from the corpus cache %s", self.path, entry)
+        log.info("training on %s as encoded in the corpus cache %s", self.path, entry)
         return MappedCorpus(arrays)
 
     def _encoder(

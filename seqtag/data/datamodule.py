@@ -118,7 +118,7 @@ class TaggingDataModule(pl.LightningDataModule):
         tag_key: the field of the tags there (``ner_tags``, ``pos_tags``, ...); a
             ``datasets`` column of class ids is read as its class names.
         corpus_cache: keep the training file counted and encoded in seqtag's cache
-            (``SEQTAG_CACHE_DIR``) and train from memory-mapped arrays: memory flat in the
+            (``SEQTAG_CACHE_DIR``) and train from its arrays on disk: memory flat in the
             corpus's size, one copy per machine for DDP processes, and a start-up that does
             not read the corpus again (see :mod:`seqtag.data.corpus_cache`). Same batches and
             results as without it; the other splits are read as usual.
@@ -328,7 +328,7 @@ class TaggingDataModule(pl.LightningDataModule):
                 self.sentences("val")
 
     def _training_split(self) -> None:
-        """Load the training split: memory-mapped from the corpus cache, else into memory."""
+        """Load the training split: from the corpus cache's arrays, else into memory."""
         if self._mapped_train() is None:
             self.sentences("train")
 
@@ -346,7 +346,7 @@ class TaggingDataModule(pl.LightningDataModule):
         )
 
     def _mapped_train(self) -> MappedCorpus | None:
-        """The training sentences memory-mapped from the corpus cache (encoded with the
+        """The training sentences from the corpus cache's arrays (encoded with the
         vocabularies of the moment), or ``None`` when the cache does not serve."""
         if not self._training_cache.active or not is_given(self.paths["train"]):
             return None

@@ -1,7 +1,7 @@
 """How a TaggingDataModule uses the corpus cache for its training file (``data.corpus_cache``).
 
 The DataModule asks for two things: the training split's counts (for its spec), and the
-training sentences encoded with the vocabularies of the moment, memory-mapped (for its
+training sentences encoded with the vocabularies of the moment, on disk (for its
 training loader). Both come from :class:`~seqtag.data.corpus_cache.CorpusCache`; this module
 decides when the cache can serve (a training file on disk, a cache folder that is on and can
 be written) and remembers, per DataModule, what it already opened. When the cache cannot
