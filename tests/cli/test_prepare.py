@@ -49,7 +49,8 @@ HELPERS = textwrap.dedent(
             self.path = path
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            with open(self.path, "a") as out:
+            path = self.path if trainer.world_size == 1 else f"{self.path}.{trainer.global_rank}"
+            with open(path, "a") as out:
                 out.write(f"{trainer.global_step} {batch['index'].tolist()}\\n")
 
 
@@ -215,3 +216,35 @@ def test_a_killed_run_resumes_at_the_same_batch(ewt_slice, prepared, tmp_path):
     for name, tensor in first["weights"].items():
         if isinstance(tensor, torch.Tensor):
             assert torch.equal(tensor, second["weights"][name]), name
+
+
+@pytest.mark.slow
+def test_two_processes_each_train_on_their_own_share(ewt_slice, prepared, tmp_path):
+    """DDP from a prepared folder: every process reads its own share of the epoch, no sentence
+    twice; LitData leaves out fewer than processes x batch_size sentences so that both
+    processes take the same number of batches (docs/scaling.md says so)."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "resume_helpers.py").write_text(HELPERS, encoding="utf-8")
+    run = tmp_path / "ddp"
+    result = _fit(
+        ewt_slice,
+        prepared,
+        run,
+        helpers,
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    shares = []
+    for rank in (0, 1):
+        lines = (run / f"batches.txt.{rank}").read_text(encoding="utf-8").splitlines()
+        shares.append([int(i) for line in lines for i in json.loads(line.split(" ", 1)[1])])
+    assert shares[0] and shares[1]
+    assert not set(shares[0]) & set(shares[1])  # no sentence read by both processes
+    assert len(shares[0]) == len(shares[1])  # the same number of full batches
+    read = sorted(shares[0] + shares[1])
+    assert len(set(read)) == len(read) and set(read) <= set(range(300))
+    assert 300 - 2 * 8 < len(read) <= 300  # fewer than processes x batch_size left out
