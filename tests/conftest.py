@@ -69,6 +69,21 @@ def train_checkpoint(folder: Path, data, model, *, epochs: int = 1, seed: int = 
     return path
 
 
+@pytest.fixture(autouse=True)
+def restore_deterministic_algorithms():
+    """Put torch's global deterministic-algorithms flag back after every test.
+
+    ``Trainer(deterministic=True)`` turns it on for the whole process and leaves it on, and
+    seqtag's thread policy stays off while it is on (results must not depend on load): a test
+    training deterministically would otherwise change what later tests in the process see.
+    """
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module: tiny models train many times faster on one thread, and
