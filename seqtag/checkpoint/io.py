@@ -27,11 +27,10 @@ from seqtag.checkpoint.schema import (
     check_is_dictionary,
     check_layout,
     check_scalars,
-    check_vocabulary_data,
     is_plain_data,
     restorable_hyperparameters,
 )
-from seqtag.data.vocab import Vocabularies
+from seqtag.data.vocab import Vocabularies, check_vocabulary_data
 from seqtag.errors import CheckpointError, ConfigError
 
 #: The checkpoint :func:`load_checkpoint` validated last, with its vocabularies, until a model

@@ -26,8 +26,6 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
-from seqtag.data.schemes import normalize_scheme
-from seqtag.data.vocab import DEFAULT_MAX_WORD_LENGTH
 from seqtag.errors import CheckpointError, ConfigError
 from seqtag.options import check_ranges
 
@@ -65,39 +63,6 @@ def check_is_dictionary(checkpoint: Any) -> None:
             f"not a seqtag checkpoint: the file holds a {type(checkpoint).__name__}, not the "
             "dictionary that seqtag fit writes"
         )
-
-
-def check_vocabulary_data(data: Any) -> None:
-    """The stored vocabularies are plain data of the expected types (before they are built)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a dictionary, found a {type(data).__name__}")
-    for name in ("words", "tags", "chars"):
-        entry = data.get(name)
-        if entry is None and name == "chars":
-            continue
-        if not isinstance(entry, dict):
-            raise ValueError(f"'{name}' is a {type(entry).__name__}, expected a dictionary")
-        items = entry.get("items")
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ValueError(f"'{name}' entries must be a list of strings")
-        if name == "tags" and not items:
-            raise ValueError("the tag set is empty")
-        for key in ("pad", "unk"):
-            if not isinstance(entry.get(key), str | None):
-                raise ValueError(f"'{name}.{key}' must be a string or null")
-        for key in ("fallback", "unknown_shapes"):
-            if not isinstance(entry.get(key, False), bool):
-                raise ValueError(f"'{name}.{key}' must be true or false")
-    if not isinstance(data.get("lowercase", False), bool):
-        raise ValueError("'lowercase' must be true or false")
-    for key in ("tag_scheme", "corpus_scheme"):
-        if not isinstance(data.get(key), str | None):
-            raise ValueError(f"'{key}' must be a scheme name or null")
-        if data.get(key) is not None:
-            normalize_scheme(data[key])  # a TagSchemeError (a ValueError) for unknown names
-    length = data.get("max_word_length", DEFAULT_MAX_WORD_LENGTH)
-    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-        raise ValueError(f"'max_word_length' must be an integer >= 1, found {length!r}")
 
 
 def check_layout(checkpoint: Any) -> None:

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from seqtag.data.counts import CorpusCounts
-from seqtag.data.schemes import normalize_scheme
-from seqtag.data.vocab import Vocabularies
-from seqtag.errors import ConfigError, CorpusFormatError, TagSchemeError
+from seqtag.data.vocab import Vocabularies, check_vocabulary_data
+from seqtag.errors import ConfigError, CorpusFormatError
 from seqtag.files.outputs import write_text_atomically
 
 #: The manifest's file name inside a prepared corpus.
@@ -151,7 +150,7 @@ def check_manifest(location: str, manifest: Any) -> tuple[Vocabularies, np.ndarr
         )
     try:
         vocabularies = _vocabularies(manifest.get("vocabularies"))
-    except (ValueError, TagSchemeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise _fail(location, f"{MANIFEST}: its vocabularies are damaged ({err})") from None
     counts = manifest.get("word_counts")
     if not (
@@ -207,32 +206,7 @@ def _is_chunk(chunk: Any) -> bool:
 
 def _vocabularies(data: Any) -> Vocabularies:
     """Vocabularies from plain data whose every entry has the type ``to_dict()`` writes."""
-    if not isinstance(data, dict):
-        raise ValueError("expected a dictionary")
-    for name in ("words", "tags", "chars"):
-        entry = data.get(name)
-        if entry is None and name == "chars":
-            continue
-        if not isinstance(entry, dict):
-            raise ValueError(f"'{name}' is not a dictionary")
-        items = entry.get("items")
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ValueError(f"'{name}' entries must be a list of strings")
-        if len(set(items)) != len(items) or (name == "tags" and not items):
-            raise ValueError(f"'{name}' entries must be distinct and not empty")
-        if not all(isinstance(entry.get(key), str | None) for key in ("pad", "unk")):
-            raise ValueError(f"'{name}.pad' and '{name}.unk' must be strings or null")
-        if not all(isinstance(entry.get(key), bool) for key in ("fallback", "unknown_shapes")):
-            raise ValueError(f"'{name}.fallback' and '{name}.unknown_shapes' must be booleans")
-    if not isinstance(data.get("lowercase"), bool):
-        raise ValueError("'lowercase' must be true or false")
-    for key in ("tag_scheme", "corpus_scheme"):
-        if data.get(key) is not None:
-            if not isinstance(data[key], str):
-                raise ValueError(f"'{key}' must be a scheme name or null")
-            normalize_scheme(data[key])
-    if not _is_int(data.get("max_word_length"), 1):
-        raise ValueError("'max_word_length' must be an integer >= 1")
+    check_vocabulary_data(data)
     return Vocabularies.from_dict(data)
 
 

@@ -10,58 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, assert_one_line_error, run_seqtag
+from resume_helpers import FOLDER as HELPERS
 
 pytest.importorskip("litdata")
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 STEPS_PER_EPOCH = 38  # 300 sentences in batches of 8
 KILL_STEP = 47  # epoch 1, two steps after the step-45 checkpoint
-
-# Test-only callbacks, imported by the subprocesses from a temporary folder on PYTHONPATH.
-HELPERS = textwrap.dedent(
-    """
-    import os
-    import signal
-
-    import torch
-    from lightning.pytorch.callbacks import Callback
-
-
-    class KillAtStep(Callback):
-        def __init__(self, step: int = 0):
-            self.step = step
-
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == self.step:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-    class RecordBatches(Callback):
-        '''Append each trained batch's step and sentence positions to a file.'''
-
-        def __init__(self, path: str = "batches.txt"):
-            self.path = path
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            path = self.path if trainer.world_size == 1 else f"{self.path}.{trainer.global_rank}"
-            with open(path, "a") as out:
-                out.write(f"{trainer.global_step} {batch['index'].tolist()}\\n")
-
-
-    class SaveFinalWeights(Callback):
-        def __init__(self, path: str = "final.pt"):
-            self.path = path
-
-        def on_train_end(self, trainer, pl_module):
-            torch.save({"step": trainer.global_step, "weights": pl_module.state_dict()}, self.path)
-    """
-)
 
 
 def _data_options(ewt_slice: dict[str, Path], train: Path | str) -> list[str]:
@@ -181,9 +141,7 @@ def _batches(run: Path) -> dict[int, str]:
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_at_the_same_batch(ewt_slice, prepared, tmp_path):
-    helpers = tmp_path / "helpers"
-    helpers.mkdir()
-    (helpers / "resume_helpers.py").write_text(HELPERS, encoding="utf-8")
+    helpers = HELPERS
     whole = tmp_path / "whole"
     result = _fit(ewt_slice, prepared, whole, helpers)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -223,9 +181,7 @@ def test_two_processes_each_train_on_their_own_share(ewt_slice, prepared, tmp_pa
     """DDP from a prepared folder: every process reads its own share of the epoch, no sentence
     twice; LitData leaves out fewer than processes x batch_size sentences so that both
     processes take the same number of batches (docs/scaling.md says so)."""
-    helpers = tmp_path / "helpers"
-    helpers.mkdir()
-    (helpers / "resume_helpers.py").write_text(HELPERS, encoding="utf-8")
+    helpers = HELPERS
     run = tmp_path / "ddp"
     result = _fit(
         ewt_slice,

@@ -15,11 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import resume_helpers
 import torch
 from conftest import REPO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -34,68 +34,6 @@ from seqtag.data.batching import EncodedDataset, EncodedSentence, collate
 from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
 
 CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
-
-# Test-only callbacks, imported by the subprocesses from a temporary folder on PYTHONPATH.
-HELPERS = textwrap.dedent(
-    """
-    import os
-    import signal
-
-    import torch
-    from lightning.pytorch.callbacks import Callback
-
-
-    class KillAtStep(Callback):
-        '''SIGKILL this process once training reaches global step ``step``.'''
-
-        def __init__(self, step: int = 0):
-            self.step = step
-
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == self.step:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-    class KillAtValidation(Callback):
-        '''SIGKILL this process as the validation after global step ``step`` starts.'''
-
-        def __init__(self, step: int = 0):
-            self.step = step
-
-        def on_validation_start(self, trainer, *args):
-            if trainer.global_step == self.step and not trainer.sanity_checking:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-    class KillWhileSaving(Callback):
-        '''SIGKILL this process half-way through writing the checkpoint of step ``step``.'''
-
-        def __init__(self, step: int = 0):
-            self.step = step
-
-        def on_train_batch_end(self, trainer, *args):
-            # Lightning runs checkpoint callbacks after the others: this step's save follows.
-            if trainer.global_step != self.step:
-                return
-
-            def half_then_kill(obj, stream, *args, **kwargs):
-                stream.write(b"PK\x03\x04" + bytes(4096))
-                stream.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-
-            torch.save = half_then_kill
-
-
-    class SaveFinalWeights(Callback):
-        '''Write the weights at the very end of training (last.ckpt may be older).'''
-
-        def __init__(self, path: str = "final.pt"):
-            self.path = path
-
-        def on_train_end(self, trainer, pl_module):
-            torch.save({"step": trainer.global_step, "weights": pl_module.state_dict()}, self.path)
-    """
-)
 
 
 # -- fast unit tests -------------------------------------------------------------------------
@@ -257,10 +195,9 @@ def _assert_same_weights(first: dict, second: dict, steps: int = 2 * STEPS_PER_E
 
 
 @pytest.fixture(scope="module")
-def helpers(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("helpers")
-    (folder / "resume_helpers.py").write_text(HELPERS, encoding="utf-8")
-    return folder
+def helpers() -> Path:
+    """The folder of tests/resume_helpers.py, for the subprocesses' PYTHONPATH."""
+    return resume_helpers.FOLDER
 
 
 @pytest.fixture(scope="module")
