@@ -3,10 +3,11 @@
 A new model's vocabularies come from counts, not from the sentences themselves: how often each
 word form, each character and each training-scheme tag occurs, and how many sentences and
 tokens there are. :class:`CorpusCounter` takes sentences one at a time, so a corpus larger
-than memory is counted as it streams past (:func:`count_corpus`, which reads a split with the
-same checks as :func:`~seqtag.data.splits.read_split`), and :class:`CorpusCounts` is plain
-data that a cache stores as JSON (:mod:`seqtag.data.corpus_cache`), so a warm start-up does
-not read the corpus at all. :func:`seqtag.data.spec.spec_from_counts` turns counts into a
+than memory is counted as it streams past (:func:`~seqtag.data.splits.scan_split` reads a
+split once with the checks of :func:`~seqtag.data.splits.read_split`), and
+:class:`CorpusCounts` is plain data that a cache stores as JSON
+(:mod:`seqtag.data.corpus_cache`), so a warm start-up does not read the corpus at all.
+:func:`seqtag.data.spec.spec_from_counts` turns counts into a
 :class:`~seqtag.data.spec.DataSpec`.
 
 Word forms are counted as written: lowercasing (a vocabulary setting, which a checkpoint may
@@ -16,13 +17,12 @@ decide) merges them when the vocabulary is built, so one count serves both setti
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from seqtag.data.io.sentence import Sentence
 from seqtag.data.partial import GoldTags, training_types
-from seqtag.data.splits import scan_split
 
 #: A known token of a partially tagged sentence: the tags of its window (itself and its
 #: neighbours, the marker where unknown) and its position in that window.
@@ -47,19 +47,6 @@ class CorpusCounts:
     tags: Mapping[str, int] = field(default_factory=dict)
     sentences: int = 0
     tokens: int = 0
-
-    @classmethod
-    def of(cls, tokens: Iterable[Sequence[str]], tags: Iterable[Sequence[str]]) -> CorpusCounts:
-        """Counts of sentences in memory whose tags are already in the training scheme."""
-        words: Counter[str] = Counter()
-        chars: Counter[str] = Counter()
-        sentences = 0
-        for sentence in tokens:
-            sentences += 1
-            words.update(sentence)
-            chars.update("".join(sentence))
-        tag_counts = Counter(tag for sentence in tags for tag in sentence)
-        return cls(dict(words), dict(chars), dict(tag_counts), sentences, words.total())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (see :meth:`from_dict`)."""
@@ -153,29 +140,3 @@ class CorpusCounter:
             self._sentences,
             self._words.total(),
         )
-
-
-def count_corpus(
-    source: Any,
-    options: Mapping[str, Any],
-    *,
-    corpus_scheme: str | None,
-    train_scheme: str | None,
-    missing_tag: str | None,
-) -> CorpusCounts:
-    """Count a training split in one streaming pass, with the checks of ``read_split``.
-
-    Args:
-        source: the training corpus's path (or sentences in memory).
-        options: the DataModule's reading settings (``format``, ``tag_field``,
-            ``token_column``, ``tag_column``, ``predict_format``, ``token_key``, ``tag_key``).
-        corpus_scheme: the scheme of the corpus's tags (``None``: POS-style tags).
-        train_scheme: the scheme the model trains in (default: the corpus's).
-        missing_tag: the marker of unknown tags, or ``None``.
-
-    Raises:
-        CorpusFormatError: a malformed line (naming the file and line) or tag, as reading does.
-    """
-    counter = CorpusCounter(corpus_scheme, train_scheme or corpus_scheme, missing_tag)
-    scan_split("train", source, options, corpus_scheme, missing_tag, counter.add)
-    return counter.counts()

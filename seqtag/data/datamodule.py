@@ -273,7 +273,7 @@ class TaggingDataModule(pl.LightningDataModule):
         """What a new model needs from this data, computed on first use.
 
         Reads the training split (and, for the vectors, the words of every configured split)
-        and the vector file; see :func:`~seqtag.data.spec.build_spec`.
+        and the vector file; see :func:`~seqtag.data.spec.spec_from_counts`.
         """
         train_scheme = self.train_scheme or self.corpus_scheme
         other_words = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,31 +94,6 @@ def check_agreement(vocabularies: Vocabularies, **settings: object) -> None:
             )
 
 
-def build_spec(
-    train_tokens: Sequence[Sequence[str]],
-    train_tags: Sequence[Sequence[str]],
-    other_words: Iterable[str],
-    options: Mapping[str, Any],
-    *,
-    corpus_scheme: str | None,
-    train_scheme: str | None,
-) -> DataSpec:
-    """Vocabularies and initial vectors from training sentences in memory: their counts
-    (:meth:`CorpusCounts.of <seqtag.data.counts.CorpusCounts.of>`) made a spec by
-    :func:`spec_from_counts`.
-
-    Args:
-        train_tokens: the training sentences' tokens.
-        train_tags: their tags, already in ``train_scheme``.
-        other_words: tokens of the other splits, read only when there are vectors.
-        options: the DataModule's settings (see :func:`spec_from_counts`).
-    """
-    counts = CorpusCounts.of(train_tokens, train_tags)
-    return spec_from_counts(
-        counts, other_words, options, corpus_scheme=corpus_scheme, train_scheme=train_scheme
-    )
-
-
 def spec_from_counts(
     counts: CorpusCounts,
     other_words: Iterable[str],
@@ -136,7 +111,7 @@ def spec_from_counts(
     the training scheme.
 
     Args:
-        counts: the training corpus's counts (:func:`seqtag.data.counts.count_corpus`).
+        counts: the training corpus's counts (:class:`seqtag.data.counts.CorpusCounter`).
         other_words: tokens of the other splits, read only when there are vectors.
         options: the DataModule's settings (``min_freq``, ``vectors``, ``vectors_format``,
             ``vectors_cache``, ``vectors_top_k``, ``seed`` and the encoding settings).

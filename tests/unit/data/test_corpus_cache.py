@@ -13,7 +13,8 @@ import torch
 from conftest import DATA, REPO, head_sentences, run_seqtag
 
 from seqtag import SequenceTagger, TaggingDataModule
-from seqtag.data import counts as counts_module
+from seqtag.data import corpus_cache as corpus_cache_module
+from seqtag.data import splits as splits_module
 from seqtag.errors import CorpusFormatError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,7 +90,9 @@ def test_a_warm_start_does_not_read_the_corpus(ewt, cache, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the corpus was read again")
 
-    monkeypatch.setattr(counts_module, "scan_split", refuse)
+    # Every reader of a split: the cache's own pass and the in-memory read_split.
+    monkeypatch.setattr(corpus_cache_module, "scan_split", refuse)
+    monkeypatch.setattr(splits_module, "scan_split", refuse)
     assert _spec_words(ewt) == words
 
 
