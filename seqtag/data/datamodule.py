@@ -249,7 +249,7 @@ class TaggingDataModule(pl.LightningDataModule):
         """The sentences of a split, read once."""
         held_out = self.hparams.val_from_train
         if held_out and split == "val" and self._training_cache.active:
-            self._train_counts()  # the cache keeps the held-out sentences with the counts
+            self.train_counts  # noqa: B018 (the cache keeps the held-out sentences with them)
         if held_out and split in ("train", "val") and split not in self._sentences:
             train = self._read("train")
             name = source_name("train", self.paths["train"])
@@ -288,22 +288,23 @@ class TaggingDataModule(pl.LightningDataModule):
                 prepared, other_words, self.hparams, self.corpus_scheme, train_scheme
             )
         return spec_from_counts(
-            self._train_counts(),
+            self.train_counts,
             other_words,
             self.hparams,
             corpus_scheme=self.corpus_scheme,
             train_scheme=train_scheme,
         )
 
-    def _train_counts(self) -> CorpusCounts:
-        """The training split's counts (see :mod:`seqtag.data.counts`)."""
+    @cached_property
+    def train_counts(self) -> CorpusCounts:
+        """The training split's counts, which the spec is made from (and ``seqtag prepare``
+        stores): from the corpus cache, or counted once (see :mod:`seqtag.data.counts`)."""
         train_scheme = self.train_scheme or self.corpus_scheme
         cached = self._training_cache.counts(self.corpus_scheme, train_scheme)
-        if cached is not None:
-            counts, held = cached
+        if cached is not None:  # (counts, the held-out sentences)
             if self.hparams.val_from_train:
-                self._sentences.setdefault("val", held)
-            return counts
+                self._sentences.setdefault("val", cached[1])
+            return cached[0]
         counter = CorpusCounter(self.corpus_scheme, train_scheme, self.missing_tag)
         for sentence in self.sentences("train"):
             counter.add(sentence)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from seqtag.data.counts import CorpusCounter, CorpusCounts
+from seqtag.data.counts import CorpusCounts
 from seqtag.data.prepared_format import (
     FORMAT_VERSION,
     MANIFEST,
@@ -124,10 +124,6 @@ def prepare_corpus(
         )
     refuse_existing_output(output)
     spec = datamodule.spec
-    train_scheme = datamodule.train_scheme or datamodule.corpus_scheme
-    counter = CorpusCounter(datamodule.corpus_scheme, train_scheme, datamodule.missing_tag)
-    for sentence in datamodule.sentences("train"):
-        counter.add(sentence)
     encoded = datamodule.encode("train")
     items = [sentence_item(sentence) for sentence in encoded]
     blocks = [items[start : start + 1024] for start in range(0, len(items), 1024)]
@@ -166,7 +162,7 @@ def prepare_corpus(
         },
         "vocabularies": spec.vocabularies.to_dict(),
         "word_counts": [int(count) for count in spec.word_counts],
-        "counts": counter.counts().to_dict(),
+        "counts": datamodule.train_counts.to_dict(),
         "sentences": len(encoded),
         "tokens": int(sum(len(sentence.words) for sentence in encoded)),
         "index_sha256": hashlib.sha256(index_text.encode("utf-8")).hexdigest(),
