@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +17,50 @@ from lightning.pytorch.callbacks import Callback
 
 #: The folder to put on a subprocess's ``PYTHONPATH`` to import this module.
 FOLDER = Path(__file__).resolve().parent
+REPO = FOLDER.parent
+CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
+
+
+def resumable_fit(
+    train: Path | str, dev: Path, run: Path, *extra: str, timeout: int
+) -> subprocess.CompletedProcess:
+    """``python -m seqtag fit`` of a small run that can be killed and resumed exactly.
+
+    The quick start's config on ``train`` (a corpus file or a prepared folder) and ``dev``, in
+    batches of 8, hidden size 16, seed 42, 2 epochs, deterministic on one thread, with
+    ``last.ckpt`` every 5 steps, the random-number state in checkpoints and the final weights
+    in ``RUN/final.pt``; ``extra`` adds options (kills, ``--ckpt_path``...).
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "seqtag",
+        "fit",
+        "--config",
+        str(CONFIG),
+        f"--data.train_path={train}",
+        f"--data.val_path={dev}",
+        "--data.test_path=null",
+        "--data.batch_size=8",
+        "--model.init_args.hidden_size=16",
+        "--seed_everything=42",
+        "--trainer.max_epochs=2",
+        "--trainer.deterministic=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger.init_args.save_dir={run}",
+        f"--checkpoint.dirpath={run / 'checkpoints'}",
+        "--last_checkpoint.every_n_train_steps=5",
+        "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
+        "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
+        f"--trainer.callbacks.path={run / 'final.pt'}",
+        *extra,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(FOLDER))
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 class KillAtStep(Callback):

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, assert_one_line_error, run_seqtag
-from resume_helpers import FOLDER as HELPERS
+from resume_helpers import resumable_fit
 
 pytest.importorskip("litdata")
 
@@ -105,32 +102,12 @@ def test_training_from_a_folder_without_manifest_is_one_line(ewt_slice, tmp_path
 
 
 # -- kill and resume ------------------------------------------------------------------------
-def _fit(ewt_slice, prepared: Path, run: Path, helpers: Path, *extra: str):
-    command = [
-        sys.executable,
-        "-m",
-        "seqtag",
-        "fit",
-        *_data_options(ewt_slice, prepared),
-        "--model.init_args.hidden_size=16",
-        "--seed_everything=42",
-        "--trainer.max_epochs=2",
-        "--trainer.deterministic=true",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={run}",
-        f"--trainer.logger.init_args.save_dir={run}",
-        f"--checkpoint.dirpath={run / 'checkpoints'}",
-        "--last_checkpoint.every_n_train_steps=5",
-        "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
-        "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
-        f"--trainer.callbacks.path={run / 'final.pt'}",
+def _fit(ewt_slice, prepared: Path, run: Path, *extra: str):
+    record = (
         "--trainer.callbacks+=resume_helpers.RecordBatches",
         f"--trainer.callbacks.path={run / 'batches.txt'}",
-        *extra,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(helpers))
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    )
+    return resumable_fit(prepared, ewt_slice["dev"], run, *record, *extra, timeout=300)
 
 
 def _batches(run: Path) -> dict[int, str]:
@@ -141,9 +118,8 @@ def _batches(run: Path) -> dict[int, str]:
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_at_the_same_batch(ewt_slice, prepared, tmp_path):
-    helpers = HELPERS
     whole = tmp_path / "whole"
-    result = _fit(ewt_slice, prepared, whole, helpers)
+    result = _fit(ewt_slice, prepared, whole)
     assert result.returncode == 0, result.stderr[-3000:]
 
     run = tmp_path / "killed"
@@ -151,14 +127,13 @@ def test_a_killed_run_resumes_at_the_same_batch(ewt_slice, prepared, tmp_path):
         ewt_slice,
         prepared,
         run,
-        helpers,
         "--trainer.callbacks+=resume_helpers.KillAtStep",
         f"--trainer.callbacks.step={KILL_STEP}",
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 45
-    resumed = _fit(ewt_slice, prepared, run, helpers, f"--ckpt_path={last}")
+    resumed = _fit(ewt_slice, prepared, run, f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     # seqtag fit learnt from the folder: the dev accuracy after two epochs is far above chance.
@@ -181,13 +156,11 @@ def test_two_processes_each_train_on_their_own_share(ewt_slice, prepared, tmp_pa
     """DDP from a prepared folder: every process reads its own share of the epoch, no sentence
     twice; LitData leaves out fewer than processes x batch_size sentences so that both
     processes take the same number of batches (docs/scaling.md says so)."""
-    helpers = HELPERS
     run = tmp_path / "ddp"
     result = _fit(
         ewt_slice,
         prepared,
         run,
-        helpers,
         "--trainer.devices=2",
         "--trainer.strategy=ddp",
         "--trainer.accelerator=cpu",

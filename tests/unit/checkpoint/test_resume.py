@@ -9,20 +9,17 @@ that was never interrupted.
 from __future__ import annotations
 
 import csv
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import resume_helpers
 import torch
-from conftest import REPO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from resume_helpers import resumable_fit
 
 from seqtag.checkpoint.plugin import SeqtagCheckpointIO
 from seqtag.checkpoint.resume import (
@@ -32,8 +29,6 @@ from seqtag.checkpoint.resume import (
 )
 from seqtag.data.batching import EncodedDataset, EncodedSentence, collate
 from seqtag.data.sampling import LengthBucketSampler, ResumableDataLoader
-
-CONFIG = REPO / "configs" / "ud_ewt_upos.yaml"
 
 
 # -- fast unit tests -------------------------------------------------------------------------
@@ -135,35 +130,8 @@ STEPS_PER_EPOCH = 38  # 300 sentences in batches of 8
 KILL_STEP = 47  # epoch 1, two steps after the step-45 checkpoint
 
 
-def _fit(ewt_slice, run: Path, helpers: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "seqtag",
-        "fit",
-        "--config",
-        str(CONFIG),
-        f"--data.train_path={ewt_slice['train']}",
-        f"--data.val_path={ewt_slice['dev']}",
-        "--data.test_path=null",
-        "--data.batch_size=8",
-        "--model.init_args.hidden_size=16",
-        "--seed_everything=42",
-        "--trainer.max_epochs=2",
-        "--trainer.deterministic=true",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={run}",
-        f"--trainer.logger.init_args.save_dir={run}",
-        f"--checkpoint.dirpath={run / 'checkpoints'}",
-        "--last_checkpoint.every_n_train_steps=5",
-        "--trainer.callbacks+=seqtag.checkpoint.resume.RNGStateCallback",
-        "--trainer.callbacks+=resume_helpers.SaveFinalWeights",
-        f"--trainer.callbacks.path={run / 'final.pt'}",
-        *extra,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(helpers))
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+def _fit(ewt_slice, run: Path, *extra: str) -> subprocess.CompletedProcess:
+    return resumable_fit(ewt_slice["train"], ewt_slice["dev"], run, *extra, timeout=120)
 
 
 def _val_acc(run: Path) -> list[tuple[int, str]]:
@@ -195,22 +163,16 @@ def _assert_same_weights(first: dict, second: dict, steps: int = 2 * STEPS_PER_E
 
 
 @pytest.fixture(scope="module")
-def helpers() -> Path:
-    """The folder of tests/resume_helpers.py, for the subprocesses' PYTHONPATH."""
-    return resume_helpers.FOLDER
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(ewt_slice, helpers, tmp_path_factory) -> Path:
+def uninterrupted(ewt_slice, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("uninterrupted")
-    result = _fit(ewt_slice, run, helpers)
+    result = _fit(ewt_slice, run)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 
 
 @pytest.mark.slow
-def test_same_seed_gives_identical_runs(ewt_slice, helpers, uninterrupted, tmp_path):
-    result = _fit(ewt_slice, tmp_path, helpers)
+def test_same_seed_gives_identical_runs(ewt_slice, uninterrupted, tmp_path):
+    result = _fit(ewt_slice, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(_val_acc(uninterrupted)) == 2
     assert _val_acc(tmp_path) == _val_acc(uninterrupted)
@@ -218,11 +180,10 @@ def test_same_seed_gives_identical_runs(ewt_slice, helpers, uninterrupted, tmp_p
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path):
+def test_killed_run_resumes_exactly(ewt_slice, uninterrupted, tmp_path):
     killed = _fit(
         ewt_slice,
         tmp_path,
-        helpers,
         "--trainer.callbacks+=resume_helpers.KillAtStep",
         f"--trainer.callbacks.step={KILL_STEP}",
     )
@@ -236,7 +197,7 @@ def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path)
     assert loader_states == [{"epoch": 1, "batches_done": 45 - STEPS_PER_EPOCH}]
     assert "RNGStateCallback" in checkpoint["callbacks"]
 
-    resumed = _fit(ewt_slice, tmp_path, helpers, f"--ckpt_path={last}")
+    resumed = _fit(ewt_slice, tmp_path, f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "dataloader is not resumable" not in resumed.stderr
     assert _val_acc(tmp_path) == _val_acc(uninterrupted)
@@ -245,7 +206,7 @@ def test_killed_run_resumes_exactly(ewt_slice, helpers, uninterrupted, tmp_path)
 
 @pytest.mark.slow
 def test_killed_run_on_the_corpus_cache_resumes_exactly_as_the_in_memory_run(
-    ewt_slice, helpers, uninterrupted, tmp_path, monkeypatch
+    ewt_slice, uninterrupted, tmp_path, monkeypatch
 ):
     """data.corpus_cache: killed mid-epoch, resumed from the cache that the first attempt
     built, the run ends with the weights of the uninterrupted run that read into memory."""
@@ -256,34 +217,31 @@ def test_killed_run_on_the_corpus_cache_resumes_exactly_as_the_in_memory_run(
         "--trainer.callbacks+=resume_helpers.KillAtStep",
         f"--trainer.callbacks.step={KILL_STEP}",
     )
-    killed = _fit(ewt_slice, run, helpers, "--data.corpus_cache=true", *kill)
+    killed = _fit(ewt_slice, run, "--data.corpus_cache=true", *kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert list((cache / "corpora").glob("encoded-*")), "the first attempt built no cache entry"
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 45
-    resumed = _fit(ewt_slice, run, helpers, "--data.corpus_cache=true", f"--ckpt_path={last}")
+    resumed = _fit(ewt_slice, run, "--data.corpus_cache=true", f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _val_acc(run) == _val_acc(uninterrupted)
     _assert_same_weights(_final(run), _final(uninterrupted))
 
 
 @pytest.mark.slow
-def test_killed_while_saving_keeps_the_previous_last_checkpoint(
-    ewt_slice, helpers, uninterrupted, tmp_path
-):
+def test_killed_while_saving_keeps_the_previous_last_checkpoint(ewt_slice, uninterrupted, tmp_path):
     """Through the command's own checkpoint plugin (no plugin named): a kill while last.ckpt
     is being written leaves the previous one whole, and the run resumes from it."""
     killed = _fit(
         ewt_slice,
         tmp_path,
-        helpers,
         "--trainer.callbacks+=resume_helpers.KillWhileSaving",
         "--trainer.callbacks.step=50",
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 45  # the save before
-    resumed = _fit(ewt_slice, tmp_path, helpers, f"--ckpt_path={last}")
+    resumed = _fit(ewt_slice, tmp_path, f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_weights(_final(tmp_path), _final(uninterrupted))
 
@@ -304,18 +262,18 @@ SHORT_EPOCH_KILL = (
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_short_epochs(ewt_slice, helpers, tmp_path_factory) -> Path:
+def uninterrupted_short_epochs(ewt_slice, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("uninterrupted-short")
-    result = _fit(ewt_slice, run, helpers, *SHORT_EPOCHS)
+    result = _fit(ewt_slice, run, *SHORT_EPOCHS)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 
 
 @pytest.fixture(scope="module")
-def killed_before_validation(ewt_slice, helpers, tmp_path_factory) -> tuple[Path, Path]:
+def killed_before_validation(ewt_slice, tmp_path_factory) -> tuple[Path, Path]:
     """The run killed as epoch 1's validation starts, and an untouched copy of its folder."""
     run = tmp_path_factory.mktemp("killed-short")
-    killed = _fit(ewt_slice, run, helpers, *SHORT_EPOCHS, *SHORT_EPOCH_KILL)
+    killed = _fit(ewt_slice, run, *SHORT_EPOCHS, *SHORT_EPOCH_KILL)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     copy = tmp_path_factory.mktemp("killed-short-copy") / "run"
     shutil.copytree(run, copy)
@@ -324,7 +282,7 @@ def killed_before_validation(ewt_slice, helpers, tmp_path_factory) -> tuple[Path
 
 @pytest.mark.slow
 def test_run_killed_before_an_epochs_validation_resumes_exactly(
-    ewt_slice, helpers, uninterrupted_short_epochs, killed_before_validation
+    ewt_slice, uninterrupted_short_epochs, killed_before_validation
 ):
     run, _ = killed_before_validation
     last = run / "checkpoints" / "last.ckpt"
@@ -332,7 +290,7 @@ def test_run_killed_before_an_epochs_validation_resumes_exactly(
     assert (checkpoint["global_step"], checkpoint["epoch"]) == (24, 1)  # epoch 1's last batch
     assert [epoch for epoch, _ in _val_acc(run)] == [0]  # killed before epoch 1's validation
 
-    resumed = _fit(ewt_slice, run, helpers, *SHORT_EPOCHS, f"--ckpt_path={last}")
+    resumed = _fit(ewt_slice, run, *SHORT_EPOCHS, f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _val_acc(run) == _val_acc(uninterrupted_short_epochs)  # epoch 1's included
     assert [epoch for epoch, _ in _val_acc(run)] == [0, 1, 2]
@@ -347,13 +305,12 @@ def test_run_killed_before_an_epochs_validation_resumes_exactly(
 
 @pytest.mark.slow
 def test_resumed_with_that_validation_turned_off_trains_no_extra_batch(
-    ewt_slice, helpers, killed_before_validation
+    ewt_slice, killed_before_validation
 ):
     _, run = killed_before_validation
     resumed = _fit(
         ewt_slice,
         run,
-        helpers,
         *SHORT_EPOCHS,
         "--trainer.limit_val_batches=0",
         f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
@@ -363,22 +320,20 @@ def test_resumed_with_that_validation_turned_off_trains_no_extra_batch(
 
 
 @pytest.mark.slow
-def test_run_killed_before_a_mid_epoch_validation_resumes_exactly(
-    ewt_slice, helpers, tmp_path_factory
-):
+def test_run_killed_before_a_mid_epoch_validation_resumes_exactly(ewt_slice, tmp_path_factory):
     # Validation after every 6th batch: the step-18 checkpoint precedes epoch 1's first one.
     options = (*SHORT_EPOCHS, "--trainer.val_check_interval=0.5")
     uninterrupted = tmp_path_factory.mktemp("uninterrupted-mid")
-    result = _fit(ewt_slice, uninterrupted, helpers, *options)
+    result = _fit(ewt_slice, uninterrupted, *options)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path_factory.mktemp("killed-mid")
     kill = ("--trainer.callbacks+=resume_helpers.KillAtValidation", "--trainer.callbacks.step=18")
-    killed = _fit(ewt_slice, run, helpers, *options, *kill)
+    killed = _fit(ewt_slice, run, *options, *kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 18
 
-    resumed = _fit(ewt_slice, run, helpers, *options, f"--ckpt_path={last}")
+    resumed = _fit(ewt_slice, run, *options, f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(_val_acc(uninterrupted)) == 6
     assert _val_acc(run) == _val_acc(uninterrupted)
