@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from seqtag.data.cache_files import fingerprint
 from seqtag.data.counts import CorpusCounts
 from seqtag.data.prepared_format import (
     FORMAT_VERSION,
@@ -41,7 +42,6 @@ from seqtag.data.prepared_format import (
     check_chunks,
     check_manifest,
     exists,
-    file_sha256,
     is_url,
     join,
     litdata,
@@ -143,7 +143,9 @@ def prepare_corpus(
         {
             "filename": chunk["filename"],
             "bytes": int(chunk["chunk_bytes"]),
-            "sha256": None if is_url(output) else file_sha256(join(output, chunk["filename"])),
+            "sha256": None
+            if is_url(output)
+            else fingerprint(Path(join(output, chunk["filename"]))),
         }
         for chunk in index["chunks"]
     ]
@@ -153,7 +155,7 @@ def prepare_corpus(
         "format_version": FORMAT_VERSION,
         "source": {
             "path": os.path.abspath(source),
-            "sha256": file_sha256(os.fspath(source)),
+            "sha256": fingerprint(Path(source)),
             "bytes": os.path.getsize(source),
         },
         "options": {

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from seqtag.data.cache_files import fingerprint
 from seqtag.data.counts import CorpusCounts
 from seqtag.data.vocab import Vocabularies, check_vocabulary_data
 from seqtag.errors import ConfigError, CorpusFormatError
@@ -109,15 +110,6 @@ def write_text(location: str, text: str) -> None:
     write_text_atomically(Path(location), text)
 
 
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a local file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def is_sha256(value: Any) -> bool:
     return isinstance(value, str) and _HEX64.fullmatch(value) is not None
 
@@ -125,7 +117,8 @@ def is_sha256(value: Any) -> bool:
 # -- checks -----------------------------------------------------------------------------------
 #: The serializers of seqtag's items (ints and numpy arrays): nothing else is read.
 _SERIALIZER = re.compile(r"int|numpy|no_header_numpy:[0-9]{1,2}")
-_ITEM_KEYS = ["index", "words", "tags", "chars", "char_offsets", "allowed"]
+#: What every stored sentence holds (see :func:`seqtag.data.prepared.sentence_item`).
+ITEM_KEYS = ("index", "words", "tags", "chars", "char_offsets", "allowed")
 
 
 def _fail(location: str, message: str) -> CorpusFormatError:
@@ -235,7 +228,7 @@ def check_chunks(location: str, manifest: dict[str, Any]) -> None:
         if not os.path.isfile(path):
             raise _fail(location, f"the chunk {chunk['filename']} is missing")
         if os.path.getsize(path) != chunk["bytes"] or (
-            chunk["sha256"] is not None and file_sha256(path) != chunk["sha256"]
+            chunk["sha256"] is not None and fingerprint(Path(path)) != chunk["sha256"]
         ):
             raise _fail(location, f"the chunk {chunk['filename']} was changed or is damaged")
 
@@ -276,8 +269,8 @@ def _plain_tree(spec: Any) -> bool:
     children = root.get("children_spec")
     return (
         root.get("type") == "builtins.dict"
-        and root.get("context") == json.dumps(_ITEM_KEYS)
+        and root.get("context") == json.dumps(ITEM_KEYS)
         and isinstance(children, list)
-        and len(children) == len(_ITEM_KEYS)
+        and len(children) == len(ITEM_KEYS)
         and all(child == {"type": None, "context": None, "children_spec": []} for child in children)
     )

@@ -19,12 +19,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from seqtag.data.batching import UNKNOWN_TARGET, Batch, EncodedSentence, collate
-from seqtag.data.prepared_format import litdata
+from seqtag.data.prepared_format import ITEM_KEYS, litdata
 from seqtag.data.vocab import Vocabularies
 from seqtag.errors import CorpusFormatError
-
-#: What every stored sentence holds (see :func:`seqtag.data.prepared.sentence_item`).
-ITEM_KEYS = ("index", "words", "tags", "chars", "char_offsets", "allowed")
 
 
 def streaming_loader(
