@@ -125,10 +125,17 @@ def spacy_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "spacy", *args]
 
 
-def run_logged(command: list[str], log: Path | None = None) -> str:
-    """Run a command, stream its output (and keep it in ``log``); stop on failure."""
+def run_logged(
+    command: list[str], log: Path | None = None, stamps: list[float] | None = None
+) -> str:
+    """Run a command, stream its output (and keep it in ``log``); stop on failure.
+
+    ``stamps`` receives, per output line, the seconds from the start to when it arrived (spaCy
+    prints a training-table row right after each dev evaluation, so this is its clock).
+    """
     print("$", shlex.join(command), flush=True)
     lines = []
+    started = time.perf_counter()
     with subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -137,6 +144,8 @@ def run_logged(command: list[str], log: Path | None = None) -> str:
         env={**os.environ, "ANSI_COLORS_DISABLED": "1"},  # wasabi's switch: plain log lines
     ) as process:
         for line in process.stdout:
+            if stamps is not None:
+                stamps.append(round(time.perf_counter() - started, 2))
             sys.stdout.write(line)
             sys.stdout.flush()
             lines.append(line)
@@ -211,12 +220,13 @@ def tag_accuracy(nlp, path: Path) -> tuple[float, int]:
     return correct / total, total
 
 
-def parse_training_log(output: str) -> list[dict]:
+def parse_training_log(output: str, stamps: list[float] | None = None) -> list[dict]:
     """The rows of spaCy's console training table, keyed by its header (``E # LOSS TOK2VEC
-    LOSS TAGGER TAG_ACC POS_ACC SCORE``): accuracies as fractions, losses and score as shown."""
+    LOSS TAGGER TAG_ACC POS_ACC SCORE``): accuracies as fractions, losses and score as shown;
+    with ``stamps`` (one per line, from :func:`run_logged`) each row's ``seconds`` too."""
     names: list[str] = []
     rows = []
-    for line in output.splitlines():
+    for number, line in enumerate(output.splitlines()):
         fields = line.split()
         if fields[:2] == ["E", "#"]:
             names, rest = ["epoch", "step"], fields[2:]
@@ -236,6 +246,8 @@ def parse_training_log(output: str) -> list[dict]:
                     row[name] = round(float(value) / 100, 6)  # the table shows percentages
                 else:
                     row[name] = float(value)
+            if stamps is not None and number < len(stamps):
+                row["seconds"] = stamps[number]
             rows.append(row)
     return rows
 
@@ -257,9 +269,10 @@ def run_train(args: argparse.Namespace) -> dict:
     command += ["--gpu-id", "-1", *overrides]
     load_before = os.getloadavg()
     start = time.perf_counter()
-    log = run_logged(command, work / "train.log")
+    stamps: list[float] = []
+    log = run_logged(command, work / "train.log", stamps)
     train_seconds = time.perf_counter() - start
-    curve = parse_training_log(log)
+    curve = parse_training_log(log, stamps)
 
     nlp = spacy.load(output / "model-best")
     eval_start = time.perf_counter()
@@ -293,7 +306,8 @@ def run_train(args: argparse.Namespace) -> dict:
             "best_dev": best,
             "dev_curve": curve,
             "dev_curve_note": "dev_pos_acc is 0 throughout: the tagger learns token.tag_ (UPOS "
-            "here) and nothing sets token.pos_",
+            "here) and nothing sets token.pos_; seconds: from the start of `spacy train` to "
+            "the row's line",
             "wall_seconds": train_seconds,
             "nice": os.nice(0),
         },
@@ -348,7 +362,7 @@ def run_speed(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.tags, "w", encoding="utf-8")) if args.tags else None
-        for doc in nlp.pipe(docs(), batch_size=batch_size):
+        for doc in nlp.pipe(docs(), batch_size=batch_size, n_process=args.n_process):
             if out:
                 out.write("".join(f"{t.text}\t{t.tag_}\n" for t in doc) + "\n")
     seconds = time.perf_counter() - start
@@ -360,6 +374,7 @@ def run_speed(args: argparse.Namespace) -> dict:
         "input": str(args.input),
         "tags": str(args.tags) if args.tags else None,
         "batch_size": batch_size,
+        "n_process": args.n_process,
         "sentences": counts["sentences"],
         "tokens": counts["tokens"],
         "model_load_seconds": load_seconds,
@@ -385,6 +400,7 @@ def main() -> None:
     speed.add_argument("--input", type=Path, required=True)
     speed.add_argument("--model", type=Path, default=WORKDIR / "model" / "model-best")
     speed.add_argument("--batch-size", type=int, default=None)
+    speed.add_argument("--n-process", type=int, default=1, help="nlp.pipe's worker processes")
     speed.add_argument("--tags", type=Path, default=None, help="write token<TAB>tag lines")
     speed.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
