@@ -59,7 +59,7 @@ def encode_sentence(
     """
     chars = None
     if vocabularies.chars is not None:
-        chars = [np.asarray(c, dtype=np.int64) for c in vocabularies.encode_chars(tokens)]
+        chars = vocabularies.char_arrays(tokens)
     words = np.asarray(vocabularies.encode_words(tokens), dtype=np.int64)
     kept = tuple(tokens) if keep_tokens else None
     return EncodedSentence(index, words, tags, chars, gold, kept, allowed)
