@@ -22,8 +22,8 @@ training table with the seconds since its process started; spaCy's clock is read
 (its ``model-best`` at a time is the best dev row so far; its test accuracy is only known for the
 final ``model-best``). ``--spacy-json`` reads a result of an earlier such run instead.
 
-Prints a table and writes ``benchmarks/time_to_accuracy.json``. Needs ``../shared/data``
-(exits with status 2 and the missing files otherwise). Run it alone on the machine.
+Prints a table and writes ``benchmarks/time_to_accuracy.json`` (exits with status 2 and the
+missing files when the config or EWT's test file in ``data/`` is absent). Run it alone.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from run import machine_info  # noqa: E402
 
-SHARED = REPO / ".." / "shared" / "data"
 TEST_PATH = REPO / "data" / "ud_en_ewt" / "en_ewt-ud-test.conllu.gz"
 SPACY_JSON = REPO / "benchmarks" / "quality" / "spacy_ewt_upos.json"
 
@@ -168,7 +167,7 @@ def main() -> int:
     default_output = REPO / "benchmarks" / "time_to_accuracy.json"
     parser.add_argument("--output", type=Path, default=default_output)
     args = parser.parse_args()
-    missing = [path for path in (TEST_PATH, SHARED) if not path.exists()]
+    missing = [path for path in (TEST_PATH, args.config) if not path.exists()]
     if missing:
         print("time_to_accuracy.py needs:", *map(str, missing), sep="\n  ", file=sys.stderr)
         return 2

@@ -211,3 +211,47 @@ def test_training_scale_without_the_corpus_exits_with_a_message(tmp_path):
     assert done.returncode == 2
     assert "missing" in done.stderr and "en_ewt-ud-train.conllu" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_stamps_every_epoch_and_keeps_what_best_ckpt_holds(tmp_path):
+    """Two epochs of the demo: every epoch stamped later than the last, its accuracies real
+    fractions, and "the model you have" the best-by-dev epoch so far, not the best on test."""
+    output = tmp_path / "tta.json"
+    spacy = tmp_path / "spacy.json"
+    curve = [{"epoch": 0, "step": 0, "dev_tag_acc": 0.5, "seconds": 10.0}]
+    spacy.write_text(
+        json.dumps(
+            {
+                "test_accuracy": 0.5,
+                "training": {"wall_seconds": 100.0, "best_dev": curve[0], "dev_curve": curve},
+                "commands": ["train it", "(runs)"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    done = _run_script(
+        "time_to_accuracy.py",
+        "--config",
+        "configs/demo.yaml",
+        "--variant",
+        "short=--trainer.max_epochs 2 --trainer.limit_train_batches 10",
+        "--no-default",
+        "--spacy-json",
+        str(spacy),
+        "--output",
+        str(output),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (variant,) = json.loads(output.read_text(encoding="utf-8"))["variants"]
+    epochs = variant["epochs"]
+    assert [row["epoch"] for row in epochs] == [0, 1]
+    assert 0 < variant["train_start_seconds"] < epochs[0]["seconds"] < epochs[1]["seconds"]
+    assert epochs[1]["seconds"] < variant["process_seconds"]
+    for row in epochs:
+        assert 0.0 < row["val_acc"] <= 1.0 and 0.0 < row["test_acc"] <= 1.0
+    best = max(epochs, key=lambda row: row["val_acc"])
+    assert epochs[-1]["best_ckpt_test_acc"] == best["test_acc"]
+    assert "spaCy: trained 100 s, final test accuracy 0.5000" in done.stdout
+    reached = [row["seconds"] for row in epochs if row["best_ckpt_test_acc"] >= 0.5]
+    assert variant["seconds_to_spacy_test_accuracy"] == (reached[0] if reached else None)
