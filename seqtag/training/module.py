@@ -81,7 +81,7 @@ class SequenceTagger(NetworkLifecycle):
         decoder: ``softmax`` or ``crf``.
         constrained_decoding: with a CRF on a span task, forbid transitions that the tag
             scheme does not allow (such as ``O -> I-PER`` in BIO).
-        lr: learning rate (> 0); unset, the optimizer's own (0.004 for the default Adam). Set
+        lr: learning rate (> 0); unset, the optimizer's own (0.002 for the default Adam). Set
             it, or let ``Tuner.lr_find`` set it, to override the rate of any optimizer.
         lr_decay: the default schedule multiplies the learning rate by this after every
             epoch (in (0, 1]; 1.0 keeps it constant); ignored when ``lr_scheduler`` is given.

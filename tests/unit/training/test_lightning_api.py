@@ -163,9 +163,9 @@ def test_default_optimizer_is_the_benchmarked_recipe():
     optimizer = optimizer_config["optimizer"]
     scheduler = optimizer_config["lr_scheduler"]["scheduler"]
     assert isinstance(optimizer, torch.optim.Adam)
-    assert optimizer.param_groups[0]["lr"] == 4e-3
+    assert optimizer.param_groups[0]["lr"] == 2e-3
     assert isinstance(scheduler, torch.optim.lr_scheduler.ExponentialLR)
-    assert scheduler.gamma == 0.75
+    assert scheduler.gamma == 0.85
 
 
 def test_lr_is_a_hyper_parameter_of_any_optimizer():
