@@ -8,8 +8,9 @@ with the same thread count, each in a fresh process, back to back, on EWT's trai
 repeated ``--copies`` times (one sentence per line, gold tokens):
 
 - ``seqtag predict`` (file in, file out: the process's wall time, imports and loading the
-  checkpoint included) with ``OMP_NUM_THREADS`` set to the core count, so seqtag's thread
-  policy keeps that count; with ``--ddp`` also one process per core (DDP, one thread each);
+  checkpoint included, and its peak resident memory) with ``OMP_NUM_THREADS`` set to the core
+  count, so seqtag's thread policy keeps that count; with ``--ddp`` also one process per core
+  (DDP, one thread each);
 - ``tag()`` on the same sentences in one process, timed from the sentences in memory to the
   tags in memory (model loaded, one warm-up batch first): the rate of the network and its
   batching alone, which end to end is compared with; its tags must equal the file's;
@@ -96,7 +97,10 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, st
     return seconds, done.stdout
 
 
-def seqtag_predict(ckpt: Path, text: Path, out: Path, threads: int, *extra: str) -> float:
+def seqtag_predict(
+    ckpt: Path, text: Path, out: Path, threads: int, *extra: str
+) -> tuple[float, list[float]]:
+    """Wall seconds of ``seqtag predict``, and each process's peak resident memory (MiB)."""
     runner = out.parent / "run_seqtag.py"  # a file: DDP starts its second process by it
     runner.write_text(_RUN_CLI, encoding="utf-8")
     command = [
@@ -111,7 +115,15 @@ def seqtag_predict(ckpt: Path, text: Path, out: Path, threads: int, *extra: str)
         "--trainer.enable_progress_bar=false",
         *extra,
     ]
-    return timed(command, thread_env(threads), out.parent)[0]
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, env=thread_env(threads), cwd=out.parent, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
+    peaks = [int(line.split()[1]) / 1024 for line in done.stderr.splitlines() if "PEAK_KIB" in line]
+    return seconds, [round(peak, 1) for peak in peaks]
 
 
 def read_tags(path: Path) -> list[str]:
@@ -124,15 +136,20 @@ def measure(args: argparse.Namespace, cores: int, text: Path, tokens: int, folde
     """Every side on ``cores`` cores; tokens/s of each and the ratios the issue asks for."""
     row: dict[str, Any] = {"cores": cores}
     predicted = folder / f"predict-{cores}.conll"
-    seconds = seqtag_predict(args.ckpt_path, text, predicted, cores)
-    row["seqtag_predict"] = {"seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds)}
+    seconds, peaks = seqtag_predict(args.ckpt_path, text, predicted, cores, *args.predict_args)
+    row["seqtag_predict"] = {
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds),
+        "peak_rss_mib": peaks,
+    }
     if args.ddp and cores > 1:
         ddp_out = folder / f"predict-ddp-{cores}.conll"
         extra = ("--trainer.accelerator=cpu", "--trainer.strategy=ddp")
         extra += (f"--trainer.devices={cores}",)
-        seconds = seqtag_predict(args.ckpt_path, text, ddp_out, 1, *extra)
+        seconds, peaks = seqtag_predict(args.ckpt_path, text, ddp_out, 1, *extra)
         row["seqtag_predict_processes"] = {
             "seconds": round(seconds, 2),
+            "peak_rss_mib": peaks,
             "tokens_per_s": round(tokens / seconds),
             "same_output": ddp_out.read_bytes() == predicted.read_bytes(),
         }
@@ -184,6 +201,9 @@ def main() -> int:
     parser.add_argument("--cores", type=int, nargs="+", default=[1, len(os.sched_getaffinity(0))])
     parser.add_argument("--ddp", action="store_true", help="also one predict process per core")
     parser.add_argument("--batch-size", type=int, default=256, help="tag()'s, as predict's")
+    parser.add_argument(
+        "--predict-args", nargs="*", default=[], help="more seqtag predict options, e.g. chunks"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "per_core.json")
     args = parser.parse_args()
     if not EWT_TRAIN.exists():
