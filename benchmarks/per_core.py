@@ -122,7 +122,11 @@ def seqtag_predict(
     seconds = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
-    peaks = [int(line.split()[1]) / 1024 for line in done.stderr.splitlines() if "PEAK_KIB" in line]
+    peaks = [  # each process prints "PEAK_KIB n" (DDP's other processes with a prefix)
+        int(line.split("PEAK_KIB", 1)[1].split()[0]) / 1024
+        for line in done.stderr.splitlines()
+        if "PEAK_KIB" in line
+    ]
     return seconds, [round(peak, 1) for peak in peaks]
 
 
