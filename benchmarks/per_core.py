@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from run import machine_info  # noqa: E402
-from tagging import _RUN_CLI, EWT_TRAIN, write_texts  # noqa: E402
+from tagging import EWT_TRAIN, run_predict, write_texts  # noqa: E402
 
 #: Times tag() in one process and writes its tags (args: checkpoint, text, tags out, batch).
 _RUN_TAG = """
@@ -101,33 +101,8 @@ def seqtag_predict(
     ckpt: Path, text: Path, out: Path, threads: int, *extra: str
 ) -> tuple[float, list[float]]:
     """Wall seconds of ``seqtag predict``, and each process's peak resident memory (MiB)."""
-    runner = out.parent / "run_seqtag.py"  # a file: DDP starts its second process by it
-    runner.write_text(_RUN_CLI, encoding="utf-8")
-    command = [
-        sys.executable,
-        str(runner),
-        "predict",
-        f"--ckpt_path={ckpt}",
-        f"--data.predict_path={text}",
-        "--data.predict_format=text",
-        f"--prediction.output={out}",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        *extra,
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(
-        command, env=thread_env(threads), cwd=out.parent, capture_output=True, text=True
-    )
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
-    peaks = [  # each process prints "PEAK_KIB n" (DDP's other processes with a prefix)
-        int(line.split("PEAK_KIB", 1)[1].split()[0]) / 1024
-        for line in done.stderr.splitlines()
-        if "PEAK_KIB" in line
-    ]
-    return seconds, [round(peak, 1) for peak in peaks]
+    done = run_predict(ckpt, text, out, *extra, env=thread_env(threads))
+    return done["seconds"], done["peak_rss_mib"]
 
 
 def read_tags(path: Path) -> list[str]:

@@ -76,8 +76,11 @@ def write_texts(folder: Path, copies: int) -> tuple[Path, Path, int]:
     return once, many, sum(len(s.tokens) for s in sentences)
 
 
-def run_predict(ckpt: Path, source: Path, output: Path, *extra: str) -> dict:
-    """``seqtag predict`` in a fresh process: wall seconds and peak RSS of every process."""
+def run_predict(
+    ckpt: Path, source: Path, output: Path, *extra: str, env: dict[str, str] | None = None
+) -> dict:
+    """``seqtag predict`` in a fresh process (``env``: its environment, default this one's):
+    wall seconds and peak RSS of every process."""
     runner = output.parent / "run_seqtag.py"  # a file: DDP starts its second process by it
     runner.write_text(_RUN_CLI, encoding="utf-8")
     command = [
@@ -93,11 +96,15 @@ def run_predict(ckpt: Path, source: Path, output: Path, *extra: str) -> dict:
         *extra,
     ]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=output.parent)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=output.parent, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"seqtag predict failed:\n{done.stderr[-3000:]}")
-    peaks = [int(line.split()[1]) / 1024 for line in done.stderr.splitlines() if "PEAK_KIB" in line]
+    peaks = [  # each process prints "PEAK_KIB n" (DDP's other processes with a prefix)
+        int(line.split("PEAK_KIB", 1)[1].split()[0]) / 1024
+        for line in done.stderr.splitlines()
+        if "PEAK_KIB" in line
+    ]
     return {"seconds": round(seconds, 2), "peak_rss_mib": [round(p, 1) for p in peaks]}
 
 

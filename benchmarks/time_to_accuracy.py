@@ -43,6 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from quality import seeded_run_options  # noqa: E402
+from quality import seqtag_command as quality_command  # noqa: E402
 from run import machine_info  # noqa: E402
 
 TEST_PATH = REPO / "data" / "ud_en_ewt" / "en_ewt-ud-test.conllu.gz"
@@ -50,28 +52,16 @@ SPACY_JSON = REPO / "benchmarks" / "quality" / "spacy_ewt_upos.json"
 
 
 def seqtag_command(config: Path, seed: int, folder: Path, extra: list[str]) -> list[str]:
-    """``seqtag fit`` with its run folder in ``folder`` and the epoch clock added."""
+    """``seqtag fit`` with its run folder in ``folder`` (as ``quality.py`` runs a seed) and the
+    epoch clock added."""
     clock = {
         "class_path": "epoch_clock.EpochClock",
         "init_args": {"report": str(folder / "clock.json"), "test_path": str(TEST_PATH)},
     }
     return [
-        sys.executable,
-        "-m",
-        "seqtag",
+        *quality_command(),
         "fit",
-        "--config",
-        str(config),
-        "--seed_everything",
-        str(seed),
-        "--trainer.default_root_dir",
-        str(folder),
-        "--trainer.logger.init_args.save_dir",
-        str(folder),
-        "--checkpoint.dirpath",
-        str(folder / "checkpoints"),
-        "--trainer.enable_progress_bar",
-        "false",
+        *seeded_run_options(str(config), seed, folder),
         f"--trainer.callbacks+={json.dumps(clock)}",
         *extra,
     ]
