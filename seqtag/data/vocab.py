@@ -259,16 +259,14 @@ class Vocabularies:
     def encode_words(self, tokens: Sequence[str]) -> list[int]:
         """Word ids of tokens: one dictionary lookup for a token seen before (see
         :class:`TokenMemo`), the vocabulary's fallbacks only for a new one."""
-        known, remember = self._memo.words.get, self._memo.remember_word
+        table, remember = self._memo.words, self._memo.remember
         return [
-            found if (found := known(t)) is not None else remember(t, self._word_id(t))
+            found if (found := table.get(t)) is not None else remember(table, t, self._word_id(t))
             for t in tokens
         ]
 
     def encode_chars(self, tokens: Sequence[str]) -> list[list[int]]:
         """Character ids per token; long words keep their first and last characters."""
-        if self.chars is None:
-            raise ValueError("this model has no character vocabulary")
         return [ids.tolist() for ids in self.char_arrays(tokens)]
 
     def char_arrays(self, tokens: Sequence[str]) -> list[np.ndarray]:
@@ -276,9 +274,9 @@ class Vocabularies:
         occurrences of a token (what batches are built from)."""
         if self.chars is None:
             raise ValueError("this model has no character vocabulary")
-        known, remember = self._memo.chars.get, self._memo.remember_chars
+        table, remember = self._memo.chars, self._memo.remember
         return [
-            found if (found := known(t)) is not None else remember(t, self._char_ids(t))
+            found if (found := table.get(t)) is not None else remember(table, t, self._char_ids(t))
             for t in tokens
         ]
 
@@ -344,17 +342,13 @@ class TokenMemo:
         self.words: dict[str, int] = {}
         self.chars: dict[str, np.ndarray] = {}
 
-    def remember_word(self, token: str, word_id: int) -> int:
-        if len(self.words) >= TOKEN_MEMO_SIZE:
-            self.words.clear()
-        self.words[token] = word_id
-        return word_id
-
-    def remember_chars(self, token: str, ids: np.ndarray) -> np.ndarray:
-        if len(self.chars) >= TOKEN_MEMO_SIZE:
-            self.chars.clear()
-        self.chars[token] = ids
-        return ids
+    @staticmethod
+    def remember(table: dict[str, Any], token: str, encoded: Any) -> Any:
+        """Keep ``token``'s encoding in ``table`` (one of the two above) and return it."""
+        if len(table) >= TOKEN_MEMO_SIZE:
+            table.clear()
+        table[token] = encoded
+        return encoded
 
 
 def check_vocabulary_data(data: Any) -> None:
